@@ -16,6 +16,7 @@ from darklens.errors import DarklensError
 COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
     "show",
+    "convert_deeplense",
 )
 
 
