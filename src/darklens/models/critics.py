@@ -1,0 +1,99 @@
+"""Critics f(z, zbar) for the InfoNCE bound, and the projection head they usually sit on.
+
+Every critic maps ``z`` (K, D) and ``zbar`` (M, D) to the score matrix ``f(z_i, zbar_j)`` of
+shape (K, M); the InfoNCE loss uses the square case M = K, and the detector's ``critic`` score
+uses M = the size of its memory bank. Critics meet the rest only through tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CRITICS: tuple[str, ...] = ("cosine", "bilinear", "mlp")
+
+
+class ProjectionHead(nn.Module):
+    """Two-layer MLP g(h) mapping backbone features to the critic's space (SimCLR style)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or in_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h)
+
+
+class CosineCritic(nn.Module):
+    """f(z, zbar) = cos(z, zbar) / temperature; bounded by 1/temperature in absolute value.
+
+    Always sees directions only, so the norm of z is free for the entropy penalty and the
+    norm-based anomaly score.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
+        return F.normalize(z, dim=1) @ F.normalize(zbar, dim=1).T / self.temperature
+
+
+class BilinearCritic(nn.Module):
+    """f(z, zbar) = z^T W zbar, with W initialised to the identity (the plain dot product).
+
+    With ``normalize=True`` both inputs are scaled to unit length first (then f is bounded by
+    the spectral norm of W); otherwise f sees the raw z, so the entropy penalty and the critic
+    pull on the same norm.
+    """
+
+    def __init__(self, dim: int, normalize: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(dim))
+        self.normalize = bool(normalize)
+
+    def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
+        if self.normalize:
+            z, zbar = F.normalize(z, dim=1), F.normalize(zbar, dim=1)
+        return z @ self.weight @ zbar.T
+
+
+class MLPCritic(nn.Module):
+    """A small discriminator on the pair: f(z, zbar) = MLP([z; zbar]), evaluated for all pairs.
+
+    The first layer is split (W [z; zbar] = A z + B zbar) so that all K x M pairs cost one
+    broadcast sum instead of K x M concatenations.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, normalize: bool = False) -> None:
+        super().__init__()
+        self.left = nn.Linear(dim, hidden)
+        self.right = nn.Linear(dim, hidden, bias=False)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+        self.normalize = bool(normalize)
+
+    def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
+        if self.normalize:
+            z, zbar = F.normalize(z, dim=1), F.normalize(zbar, dim=1)
+        pair = self.left(z)[:, None, :] + self.right(zbar)[None, :, :]  # (K, M, hidden)
+        return self.out(pair).squeeze(-1)
+
+
+def make_critic(
+    kind: str, dim: int, temperature: float = 0.2, normalize: bool = False, hidden: int = 64
+) -> nn.Module:
+    """Build a critic by name: ``"cosine"``, ``"bilinear"`` or ``"mlp"``."""
+    if kind == "cosine":
+        return CosineCritic(temperature)
+    if kind == "bilinear":
+        return BilinearCritic(dim, normalize=normalize)
+    if kind == "mlp":
+        return MLPCritic(dim, hidden=hidden, normalize=normalize)
+    raise ValueError(f"unknown critic {kind!r}; choose one of {CRITICS}")
