@@ -2,13 +2,14 @@
 
 Layout of a shard (format ``darklens-shard``, version 1)::
 
-    /images              float32 (N, 1, H, W), chunked by whole images
+    /images              float32 (N, 1, H, W), chunked by whole images (about 1 MiB a chunk)
     /label               int64 (N,), index into the class names
     /metadata/<column>   (N,) scalar columns or (N, K) padded columns (NaN-padded floats)
     attrs: format="darklens-shard", format_version=1, darklens_version, class_names (JSON list),
            attrs_json (the full ``LensData.attrs`` as JSON: preset, config, seed, ...),
            and, for inspection with h5dump, copies of the scalar attrs ``preset`` and ``seed``.
 
+Every dataset carries Fletcher-32 checksums, so flipped bytes are reported, not read as data.
 Shards are written atomically: a hidden temp file beside the target (``.<name>.XXXX.tmp``) is
 renamed onto it only when complete, so a reader never sees a half-written shard.
 """
@@ -71,17 +72,20 @@ def write_shard(
 
     h, w = images.shape[2:]
     per_chunk = int(max(1, min(n, (1 << 20) // max(1, h * w * 4))))  # about 1 MiB per chunk
+    # Fletcher-32 checksums on every dataset: a corrupted (not just truncated) shard is detected.
+    check = {"fletcher32": True} if n else {}
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset(
                 "images",
                 data=images.astype(np.float32, copy=False),
                 chunks=(per_chunk, 1, h, w) if n else None,
+                **check,
             )
-            f.create_dataset("label", data=labels.astype(np.int64, copy=False))
+            f.create_dataset("label", data=labels.astype(np.int64, copy=False), **check)
             group = f.create_group("metadata", track_order=True)
             for name, column in data.metadata.items():
-                group.create_dataset(name, data=np.asarray(column))
+                group.create_dataset(name, data=np.asarray(column), **check)
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["darklens_version"] = __version__
@@ -110,7 +114,9 @@ def read_shard(path: str | os.PathLike) -> LensData:
     except DataError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
-        raise DataError(f"{path}: corrupt HDF5 shard ({_short(err)})") from None
+        raise DataError(
+            f"{path}: corrupt HDF5 shard, unreadable data or failed checksum ({_short(err)})"
+        ) from None
 
 
 def _read_open_shard(f: h5py.File, path: Path) -> LensData:

@@ -164,7 +164,8 @@ def validate_image(array: np.ndarray, source: str | os.PathLike) -> np.ndarray:
         n_nan = int(np.isnan(array).sum())
         n_inf = int(array.size - finite.sum()) - n_nan
         raise DataError(f"{source}: {n_nan} NaN and {n_inf} Inf pixel values")
-    out = np.array(array, dtype=np.float32, order="C")
+    with np.errstate(over="ignore"):  # overflow becomes Inf, reported just below
+        out = np.array(array, dtype=np.float32, order="C")
     if not np.isfinite(out).all():
         raise DataError(f"{source}: pixel values too large for float32 (|x| > 3.4e38)")
     return out
