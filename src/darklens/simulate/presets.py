@@ -102,8 +102,7 @@ def from_dict(values: dict) -> Preset:
     """Rebuild a preset from :meth:`Preset.to_dict` output."""
     priors = _prior_fields()
     kwargs = {
-        k: (Prior.parse(v) if k in priors and v is not None else v)
-        for k, v in values.items()
+        k: (Prior.parse(v) if k in priors and v is not None else v) for k, v in values.items()
     }
     return Preset(**kwargs)
 
@@ -268,7 +267,9 @@ DEMO = Preset(
     "1-3e10 M_sun, S/N 40-80.",
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (DEMO, MODEL_A, MODEL_I, MODEL_II, MODEL_III, PHYSICAL)}
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (DEMO, MODEL_A, MODEL_I, MODEL_II, MODEL_III, PHYSICAL)
+}
 
 
 def list_presets() -> list[str]:

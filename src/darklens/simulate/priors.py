@@ -15,7 +15,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Prior:
-    """``kind`` is fixed, uniform or loguniform; ``low``/``high`` bound it (``low`` alone if fixed)."""
+    """``kind``: fixed, uniform or loguniform, between ``low`` and ``high`` (``low`` if fixed)."""
 
     kind: str
     low: float

@@ -47,7 +47,9 @@ def uniforms(
     return (h.to(dtype) + 0.5) / 2.0**32
 
 
-def normals(seed: int, class_id: int, index: Tensor, stream: str, n: int, dtype=torch.float32) -> Tensor:
+def normals(
+    seed: int, class_id: int, index: Tensor, stream: str, n: int, dtype=torch.float32
+) -> Tensor:
     """Standard normal draws (B, n) by Box-Muller on counter-based uniforms."""
     m = (n + 1) // 2
     u = uniforms(seed, class_id, index, stream, 2 * m)

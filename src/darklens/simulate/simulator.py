@@ -139,8 +139,12 @@ def draw_parameters(
             count = torch.full((b,), n_max, dtype=torch.int64)
         mask = torch.arange(n_max).view(1, -1) < count.view(-1, 1)
         if preset.cdm_mass_kind == "powerlaw":
-            mass = _powerlaw_mass(su[..., 0], preset.cdm_mass_min, preset.cdm_mass_max, preset.cdm_slope)
-            theta = torch.as_tensor(cosmology.einstein_radius_point_mass(mass.numpy(), zl, zs, conv))
+            mass = _powerlaw_mass(
+                su[..., 0], preset.cdm_mass_min, preset.cdm_mass_max, preset.cdm_slope
+            )
+            theta = torch.as_tensor(
+                cosmology.einstein_radius_point_mass(mass.numpy(), zl, zs, conv)
+            )
         elif preset.cdm_mass_kind == "fraction":
             frac = preset.cdm_fraction.sample(s["cdm_fraction"])
             share = frac / count.clamp(min=1).to(torch.float64)
@@ -153,8 +157,12 @@ def draw_parameters(
         p["sub_mask"] = mask
         p["sub_mass"] = torch.where(mask, mass, nan)
         p["sub_theta_e"] = torch.where(mask, theta, nan)
-        p["sub_x"] = torch.where(mask, p["lens_center_x"].view(-1, 1) + radius * torch.cos(angle), nan)
-        p["sub_y"] = torch.where(mask, p["lens_center_y"].view(-1, 1) + radius * torch.sin(angle), nan)
+        p["sub_x"] = torch.where(
+            mask, p["lens_center_x"].view(-1, 1) + radius * torch.cos(angle), nan
+        )
+        p["sub_y"] = torch.where(
+            mask, p["lens_center_y"].view(-1, 1) + radius * torch.sin(angle), nan
+        )
         if preset.cdm_profile == "tnfw":
             conc = preset.cdm_concentration.sample(su[..., 3])
             rs, alpha_rs = cosmology.nfw_angles(mass.numpy(), conc.numpy(), zl, zs, conv)
@@ -170,7 +178,14 @@ def draw_parameters(
 
     # vortex
     zeros = torch.zeros(b, dtype=torch.float64)
-    for key in ("vortex_mass", "vortex_length", "vortex_theta_e", "vortex_angle", "vortex_x", "vortex_y"):
+    for key in (
+        "vortex_mass",
+        "vortex_length",
+        "vortex_theta_e",
+        "vortex_angle",
+        "vortex_x",
+        "vortex_y",
+    ):
         p[key] = zeros.clone()
     p["log10_axion_mass"] = torch.full((b,), float("nan"), dtype=torch.float64)
     if class_name == "vortex":
@@ -209,7 +224,13 @@ def _deflection(
         return p[key].view(-1, 1)
 
     ax, ay = physics.sie_deflection(
-        x, y, col("theta_e"), col("lens_q"), col("lens_phi"), col("lens_center_x"), col("lens_center_y")
+        x,
+        y,
+        col("theta_e"),
+        col("lens_q"),
+        col("lens_phi"),
+        col("lens_center_x"),
+        col("lens_center_y"),
     )
     g1, g2 = physics.shear_components(col("shear_gamma"), col("shear_angle"))
     sx, sy = physics.shear_deflection(x - col("lens_center_x"), y - col("lens_center_y"), g1, g2)
@@ -225,23 +246,39 @@ def _deflection(
 
         if preset.cdm_profile == "tnfw":
             dx, dy = physics.tnfw_deflection(
-                xs, ys, sub("sub_rs"), sub("sub_alpha_rs"), sub("sub_rt"), sub("sub_x"), sub("sub_y")
+                xs,
+                ys,
+                sub("sub_rs"),
+                sub("sub_alpha_rs"),
+                sub("sub_rt"),
+                sub("sub_x"),
+                sub("sub_y"),
             )
         else:
-            dx, dy = physics.point_mass_deflection(xs, ys, sub("sub_theta_e"), sub("sub_x"), sub("sub_y"))
+            dx, dy = physics.point_mass_deflection(
+                xs, ys, sub("sub_theta_e"), sub("sub_x"), sub("sub_y")
+            )
         ax = ax + torch.where(mask, dx, 0.0).sum(1)
         ay = ay + torch.where(mask, dy, 0.0).sum(1)
     has_vortex = p["vortex_theta_e"] > 0
     if bool(has_vortex.any()):
         if preset.vortex_profile == "line":
             dx, dy = physics.line_mass_deflection(
-                x, y, col("vortex_theta_e"), col("vortex_length").clamp_min(1e-6), col("vortex_angle"),
-                col("vortex_x"), col("vortex_y"),
+                x,
+                y,
+                col("vortex_theta_e"),
+                col("vortex_length").clamp_min(1e-6),
+                col("vortex_angle"),
+                col("vortex_x"),
+                col("vortex_y"),
             )
         elif preset.vortex_profile == "points":
             k = preset.vortex_points
             frac = (torch.arange(k, dtype=x.dtype) / max(k - 1, 1) - 0.5).view(1, -1, 1)
-            c, s = torch.cos(col("vortex_angle")).unsqueeze(1), torch.sin(col("vortex_angle")).unsqueeze(1)
+            c, s = (
+                torch.cos(col("vortex_angle")).unsqueeze(1),
+                torch.sin(col("vortex_angle")).unsqueeze(1),
+            )
             length = col("vortex_length").unsqueeze(1)
             cx = col("vortex_x").unsqueeze(1) + frac * length * c
             cy = col("vortex_y").unsqueeze(1) + frac * length * s
@@ -257,7 +294,10 @@ def _deflection(
 
 
 def render_noiseless(
-    preset: Preset, p: dict[str, Tensor], substructure: bool = True, dtype: torch.dtype = torch.float32
+    preset: Preset,
+    p: dict[str, Tensor],
+    substructure: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Noiseless images (B, H, W) in counts/s per pixel, PSF applied."""
     b = p["theta_e"].shape[0]
@@ -270,13 +310,27 @@ def render_noiseless(
 
     ax, ay = _deflection(preset, q, x, y, substructure)
     sb = physics.sersic_profile(
-        x - ax, y - ay, col("source_amp"), col("source_r_eff"), col("source_n"), col("source_q"),
-        col("source_phi"), col("source_x"), col("source_y"),
+        x - ax,
+        y - ay,
+        col("source_amp"),
+        col("source_r_eff"),
+        col("source_n"),
+        col("source_q"),
+        col("source_phi"),
+        col("source_x"),
+        col("source_y"),
     )
     if bool((p["lens_light_amp"] > 0).any()):
         sb = sb + physics.sersic_profile(
-            x, y, col("lens_light_amp"), col("lens_light_r_eff"), col("lens_light_n"),
-            col("lens_light_q"), col("lens_phi"), col("lens_center_x"), col("lens_center_y"),
+            x,
+            y,
+            col("lens_light_amp"),
+            col("lens_light_r_eff"),
+            col("lens_light_n"),
+            col("lens_light_q"),
+            col("lens_phi"),
+            col("lens_center_x"),
+            col("lens_center_y"),
         )
     m = preset.n_pix * f
     img = physics.downsample(sb.view(b, m, m), f) * preset.pixel_scale**2
@@ -351,7 +405,11 @@ def _finish(preset, class_name, idx, p, seed, dtype, want_chi2):
     if want_chi2 and class_name != "no_sub":
         smooth = render_noiseless(preset, p, substructure=False, dtype=dtype)
         diff2 = (clean.double() - smooth.double()) ** 2
-        chi2 = (diff2 / var.double()).sum((1, 2)) if preset.noise != "none" else diff2.sum((1, 2)) * float("nan")
+        chi2 = (
+            (diff2 / var.double()).sum((1, 2))
+            if preset.noise != "none"
+            else diff2.sum((1, 2)) * float("nan")
+        )
     elif not want_chi2:
         chi2 = torch.full((b,), float("nan"), dtype=torch.float64)
     if preset.normalisation == "minmax":
@@ -380,8 +438,12 @@ def _metadata(p, class_name, idx, snr, chi2, var) -> dict[str, np.ndarray]:
     meta["snr"] = snr.numpy()
     meta["substructure_chi2"] = chi2.numpy()
     meta["noise_sigma"] = torch.sqrt(var.double().mean((1, 2))).numpy()
-    for key, name in (("sub_x", "subhalo_x"), ("sub_y", "subhalo_y"), ("sub_mass", "subhalo_mass"),
-                      ("sub_theta_e", "subhalo_theta_e")):
+    for key, name in (
+        ("sub_x", "subhalo_x"),
+        ("sub_y", "subhalo_y"),
+        ("sub_mass", "subhalo_mass"),
+        ("sub_theta_e", "subhalo_theta_e"),
+    ):
         meta[name] = p[key].double().numpy()
     return meta
 
@@ -433,6 +495,8 @@ def _concat_meta(metas: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         parts = [m[key] for m in metas]
         if parts[0].ndim == 2:
             width = max(a.shape[1] for a in parts)
-            parts = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan) for a in parts]
+            parts = [
+                np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan) for a in parts
+            ]
         out[key] = np.concatenate(parts)
     return out
