@@ -78,11 +78,11 @@ def load_dataset(path: str | os.PathLike, classes: Iterable[str] | None = None) 
                 f"{path}: unknown file type (expected an HDF5 shard .h5/.hdf5 or a .npy image)"
             )
         return _keep_classes(data, classes, path)
-    if class_folders(path):
-        return read_deeplense_folder(path, classes)
     shards = find_shards(path)
     if shards:
         return _keep_classes(concatenate([read_shard(p) for p in shards], shards), classes, path)
+    if class_folders(path):
+        return read_deeplense_folder(path, classes)
     images = [
         p
         for p in sorted(path.iterdir())
