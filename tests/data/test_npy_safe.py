@@ -197,7 +197,12 @@ def _check_safe(path: Path) -> None:
     assert np.isfinite(out).all()
 
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,  # leave no .hypothesis folder behind
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @FUZZ

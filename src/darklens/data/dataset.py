@@ -47,8 +47,8 @@ class Normaliser:
         return cls(mode, float(x.mean()), std if std > 0 else 1.0)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Normalise a batch (..., H, W) or one image (H, W); returns float32."""
-        x = np.asarray(images, dtype=np.float32)
+        """Normalise a batch (..., H, W) or one image (H, W); returns a new float32 array."""
+        x = np.array(images, dtype=np.float32)  # a copy: callers may change it in place
         if self.mode == "standard":
             return ((x - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
         if self.mode == "minmax":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +91,16 @@ def _read_header(fh, size: int, path: Path) -> tuple[tuple[int, ...], bool, np.d
         )
     fh.seek(npy_format.MAGIC_LEN)
     try:
-        if version == (1, 0):
-            shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
-        else:
-            # 3.0 differs from 2.0 only in the header's text encoding (utf-8 instead of latin-1);
-            # an image header is plain ASCII, so the 2.0 parser reads it the same way.
-            shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+        # numpy's parser may warn about odd header text (escapes, Python 2 headers): the checks
+        # below decide, so its warnings are noise for the user.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+            else:
+                # 3.0 differs from 2.0 only in the header's text encoding (utf-8, not latin-1);
+                # an image header is plain ASCII, so the 2.0 parser reads it the same way.
+                shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
     except Exception as err:  # any failure to parse an untrusted header means a bad file
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{path}: corrupt .npy header ({reason[:200]})") from None
