@@ -8,11 +8,12 @@ Formats (see the modules for details):
 
 ``load_dataset(path)`` accepts any of them:
 - a ``.h5``/``.hdf5`` file: one shard;
-- a directory with class folders (``no_sub``, ``cdm``, ``vortex`` or DeepLense spellings): a
-  DeepLense tree;
-- otherwise a directory holding ``.h5``/``.hdf5`` shards anywhere below it: all of them, in sorted
-  path order, concatenated (hidden files and folders, whose names start with ``.``, are skipped:
-  they are temp files of unfinished writes);
+- a directory holding ``.h5``/``.hdf5`` shards anywhere below it (``darklens simulate`` writes
+  ``<out>/<class>/shard-NNNNN.h5``): all of them, in sorted path order, concatenated (hidden files
+  and folders, whose names start with ``.``, are skipped: they are temp files of unfinished
+  writes);
+- otherwise a directory with class folders (``no_sub``, ``cdm``, ``vortex`` or DeepLense
+  spellings) of ``.npy`` files: a DeepLense tree;
 - otherwise a directory of ``.npy`` files, or a single ``.npy`` file: unlabelled images, whose
   label is ``UNLABELLED`` (-1) (for scoring a user's own images).
 """
