@@ -300,6 +300,14 @@ def test_load_dataset_directory_of_shards(tmp_path: Path, make_lens_data) -> Non
     assert len(vortex) == 6 and set(vortex.labels) == {2}
 
 
+def test_load_dataset_shards_in_class_folders(tmp_path: Path, lens_data: LensData) -> None:
+    """The layout ``darklens simulate`` writes: <out>/<class>/shard-NNNNN.h5."""
+    for name in ("vortex", "no_sub"):
+        write_shard(tmp_path / name / "shard-00000.h5", lens_data.of_class(name))
+    data = load_dataset(tmp_path)
+    assert data.labels.tolist() == [0, 0, 0, 2, 2, 2]  # sorted paths: no_sub/ before vortex/
+
+
 def test_concatenate_checks_sizes_and_drops_partial_columns(make_lens_data) -> None:
     a, b = make_lens_data(seed=0), make_lens_data(seed=1)
     del b.metadata["theta_e"]
