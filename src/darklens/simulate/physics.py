@@ -74,6 +74,33 @@ def point_mass_deflection(
     return scale * dx, scale * dy
 
 
+def point_masses_deflection(
+    x: Tensor, y: Tensor, theta_e: Tensor, center_x: Tensor, center_y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Summed deflection (B, P) of S point masses per image: parameters (B, S), positions (1, P).
+
+    Padding entries with ``theta_e == 0`` contribute nothing. Images are processed in small
+    groups so that the (group, S, P) intermediates stay in the CPU cache, which is about ten
+    times faster than one pass over the whole batch.
+    """
+    b, s = theta_e.shape
+    p = x.shape[-1]
+    group = max(1, (1 << 19) // max(s * p, 1))
+    xs, ys = x.reshape(1, 1, p), y.reshape(1, 1, p)
+    out_x = x.new_empty((b, p))
+    out_y = x.new_empty((b, p))
+    for lo in range(0, b, group):
+        sl = slice(lo, lo + group)
+        dx = xs - center_x[sl].unsqueeze(-1)
+        dy = ys - center_y[sl].unsqueeze(-1)
+        w = dx * dx
+        w.addcmul_(dy, dy).clamp_min_(_R_FLOOR**2)
+        w.reciprocal_().mul_((theta_e[sl] * theta_e[sl]).unsqueeze(-1))
+        out_x[sl] = dx.mul_(w).sum(1)
+        out_y[sl] = dy.mul_(w).sum(1)
+    return out_x, out_y
+
+
 def _nfw_f(x: Tensor) -> Tensor:
     """The NFW projection function F(x) (Bartelmann 1996), continuous through x = 1."""
     one = torch.ones_like(x)

@@ -31,7 +31,7 @@ _SLOTS = (
 ).split()
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 _SUB_DRAWS = 4  # mass, radius, angle, concentration per subhalo
-_MAX_CHUNK_ELEMENTS = 1 << 22
+_MAX_CHUNK_ELEMENTS = 1 << 24
 
 
 def max_subhalos(preset: Preset) -> int:
@@ -254,12 +254,14 @@ def _deflection(
                 sub("sub_x"),
                 sub("sub_y"),
             )
+            ax = ax + torch.where(mask, dx, 0.0).sum(1)
+            ay = ay + torch.where(mask, dy, 0.0).sum(1)
         else:
-            dx, dy = physics.point_mass_deflection(
-                xs, ys, sub("sub_theta_e"), sub("sub_x"), sub("sub_y")
+            theta = torch.where(p["sub_mask"], torch.nan_to_num(p["sub_theta_e"]), 0.0)
+            dx, dy = physics.point_masses_deflection(
+                x, y, theta, torch.nan_to_num(p["sub_x"]), torch.nan_to_num(p["sub_y"])
             )
-        ax = ax + torch.where(mask, dx, 0.0).sum(1)
-        ay = ay + torch.where(mask, dy, 0.0).sum(1)
+            ax, ay = ax + dx, ay + dy
     has_vortex = p["vortex_theta_e"] > 0
     if bool(has_vortex.any()):
         if preset.vortex_profile == "line":
@@ -282,9 +284,8 @@ def _deflection(
             length = col("vortex_length").unsqueeze(1)
             cx = col("vortex_x").unsqueeze(1) + frac * length * c
             cy = col("vortex_y").unsqueeze(1) + frac * length * s
-            te = col("vortex_theta_e").unsqueeze(1) / math.sqrt(k)
-            dx, dy = physics.point_mass_deflection(x.unsqueeze(1), y.unsqueeze(1), te, cx, cy)
-            dx, dy = dx.sum(1), dy.sum(1)
+            te = (col("vortex_theta_e") / math.sqrt(k)).expand(-1, k)
+            dx, dy = physics.point_masses_deflection(x, y, te, cx[..., 0], cy[..., 0])
         else:
             raise ValueError(f"unknown vortex_profile {preset.vortex_profile!r}")
         keep = has_vortex.view(-1, 1)
