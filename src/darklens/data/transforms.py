@@ -209,3 +209,28 @@ class TwoViews:
         self, images: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         return self.augment(images, generator), self.augment(images, generator)
+
+
+def local_patch_swap(
+    images: Tensor, generator: torch.Generator | None = None, patch_frac: float = 0.125
+) -> Tensor:
+    """Pseudo-anomalies made from normal images, for label-free model selection only.
+
+    The opposite of everything else in this file: it breaks a lens locally. A square patch of
+    side ``patch_frac`` x H is copied from a random place of the same image and pasted over a
+    random place in the central half of the frame (where the arcs are), in the spirit of
+    CutPaste (Li et al. 2021). Brightness and noise statistics stay those of the image; only
+    local structure changes, as substructure changes arcs locally. No anomaly data are used.
+    """
+    b, _, h, w = images.shape
+    s = max(2, round(patch_frac * min(h, w)))
+    out = images.clone()
+    sy = torch.randint(0, h - s + 1, (b,), generator=generator)
+    sx = torch.randint(0, w - s + 1, (b,), generator=generator)
+    lo_y, lo_x = h // 4, w // 4
+    dy = torch.randint(lo_y, max(lo_y + 1, 3 * h // 4 - s + 1), (b,), generator=generator)
+    dx = torch.randint(lo_x, max(lo_x + 1, 3 * w // 4 - s + 1), (b,), generator=generator)
+    for i in range(b):
+        patch = images[i, :, sy[i]:sy[i] + s, sx[i]:sx[i] + s]
+        out[i, :, dy[i]:dy[i] + s, dx[i]:dx[i] + s] = patch
+    return out

@@ -1,0 +1,538 @@
+"""The information-theoretic detector: max I_n(X, Z) - beta H_n(Z), the project's own method.
+
+Seed proposal and Ye et al. 2020 (arXiv:2012.04837). Maximising KL[p_n(Z,X) || p_a(Z,X)]
+splits into I_n(X,Z) - H_n(Z) + (a cross-entropy term that needs anomalies) + a constant.
+Dropping the anomaly term leaves an unsupervised objective; per batch of K normal images
+
+    L = infonce(f(z_i, zbar_j)) + beta * mean_i R(z_i)       (see ``darklens.models.losses``)
+
+where zbar_i encodes an independently augmented view of image i (``darklens.data.transforms``)
+and f is a critic (``darklens.models.critics``).
+
+Architecture and where each term acts (explicit config keys):
+
+    x -> backbone (SmallCNN) -> h (feat_dim) -> projection head -> p (proj_dim) -> critic f
+
+- ``entropy_on``: ``"projection"`` (R acts on p) or ``"backbone"`` (R acts on h). The critic
+  always sees p.
+- ``normalize``: whether the critic sees p / ||p|| (the cosine critic always does) while the
+  penalty sees the raw, unnormalised z. With a direction-only critic the norm of z is a free
+  axis that only the penalty shapes; with ``normalize=False`` and a bilinear or MLP critic, the
+  penalty and the critic pull on the same norm.
+
+Anomaly scores (``score_all`` gives them all; ``score`` the selected one):
+
+- ``norm``: R(z - c) (c = 0 unless ``center``), the entropy view: normal data sit near the mode.
+- ``neg_norm``: -R(z - c). Contrastive training is known to give unexpected inputs smaller
+  norms, so the opposite direction is measured too.
+- ``knn``: mean cosine distance to the k nearest training features (``knn_space``: backbone h
+  or projection p), from a memory bank built after training (``fit_end``).
+- ``critic``: -log((1/N) sum_j exp f(p, pbar_j)) over the bank: the InfoNCE denominator read
+  as a kernel density of the image under the normal training features (low = anomalous).
+- ``recon``: reconstruction MSE, only for the autoencoder hybrid (``recon_weight > 0``).
+
+Default score (``score="auto"``): chosen without anomalies, by view consistency on normal
+validation images: each image gets two independent augmented views, each score is computed on
+both, and the Spearman rank correlation between the two is the criterion. A score whose ranking
+of normal images survives lens-preserving transformations measures image content rather than
+nuisance, so a real deviation can stand out of it. This measures reliability, not validity:
+``norm`` and ``neg_norm`` tie exactly (a rank correlation does not see the sign), and the tie
+goes to ``norm``, the direction the objective itself trains (normal data are pulled to the
+reference mode). Every score is reported so the choice can be checked.
+
+Collapse watch: a large beta can drive every z to the mode (AUROC 0.5). The median over
+dimensions of the batch standard deviation of z is tracked (buffers ``z_std_initial``,
+``z_std_peak``, ``z_std_last``), and so is a running mean of the InfoNCE bound. When the spread
+falls below ``collapse_ratio`` x its peak or below ``collapse_abs``, or the bound falls below
+``collapse_mi`` x log K (z no longer tells images apart, whatever its scale), a
+``CollapseWarning`` is raised once and the buffer ``collapsed`` is set.
+
+Semi-supervised form: with labelled anomalies (``set_labelled_anomalies`` or a batch dict with
+``"anomalies"``), the loss adds ``eta * mean -log(1 - exp(-R(z_a)))`` (``semi_form="logexp"``,
+see ``losses.anomaly_push_loss`` for why; Deep SAD's ``1/(R + eps)`` is ``"inverse"``).
+
+Hybrids (the proposal's "objective applied to other architectures"): ``center=True`` puts the
+reference mode at the mean feature of the initial network (Deep SVDD's centre; score = squared
+distance to it), and ``recon_weight > 0`` adds a decoder and a reconstruction loss on h (an
+autoencoder trained with the information-theoretic objective as regulariser).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from darklens.data.transforms import AUGMENTATION_SETS, local_patch_swap, make_augment
+from darklens.models.base import Detector, register_detector
+from darklens.models.critics import CRITICS, ProjectionHead, make_critic
+from darklens.models.encoders import SmallCNN
+from darklens.models.losses import PENALTIES, SEMI_FORMS, anomaly_push_loss, entropy_penalty
+from darklens.models.losses import infonce_loss as _infonce
+
+SCORES: tuple[str, ...] = ("norm", "neg_norm", "knn", "critic")
+
+
+class CollapseWarning(UserWarning):
+    """The representation z has collapsed to (almost) a point."""
+
+
+def _auroc(normal: Tensor, anomalous: Tensor) -> float:
+    """AUROC of separating two score samples (Mann-Whitney; ties count one half; NaN -> 0.5)."""
+    if torch.isnan(normal).any() or torch.isnan(anomalous).any():
+        return 0.5
+    diff = anomalous.double()[:, None] - normal.double()[None, :]
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation of two 1-D tensors (0 when either is constant)."""
+    ra = a.double().argsort().argsort().double()
+    rb = b.double().argsort().argsort().double()
+    if a.double().std() == 0 or b.double().std() == 0:
+        return 0.0
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))
+
+
+class _Decoder(nn.Module):
+    """Small upsampling decoder for the autoencoder hybrid: h -> (B, C, H, W)."""
+
+    def __init__(self, feat_dim: int, image_size: int, channels: int, width: int, depth: int):
+        super().__init__()
+        self.side = max(1, math.ceil(image_size / 2**depth))
+        self.image_size = image_size
+        ch = width * 2 ** (depth - 1)
+        self.ch = ch
+        self.fc = nn.Linear(feat_dim, ch * self.side**2)
+        layers: list[nn.Module] = []
+        for i in range(depth - 1, -1, -1):
+            out = width * 2 ** max(i - 1, 0)
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(ch, out, 3, padding=1),
+                       nn.LeakyReLU(0.1)]
+            ch = out
+        layers.append(nn.Conv2d(ch, channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: Tensor) -> Tensor:
+        x = self.net(self.fc(h).reshape(-1, self.ch, self.side, self.side))
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False)
+        return x
+
+
+@register_detector
+class InfoTheoretic(Detector):
+    """Contrastive encoder with an entropy penalty; scores by norm, kNN or critic density."""
+
+    name = "infotheoretic"
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 1e-3, "weight_decay": 1e-5, "scheduler": "cosine", "batch_size": 128,
+        "epochs": 30,
+    }
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        in_channels: int = 1,
+        width: int = 16,
+        depth: int = 4,
+        feat_dim: int = 128,
+        proj_dim: int = 64,
+        beta: float = 1e-2,
+        penalty: str = "l2",
+        critic: str = "cosine",
+        temperature: float = 0.2,
+        critic_hidden: int = 64,
+        entropy_on: str = "projection",
+        normalize: bool = True,
+        augment: str = "full",
+        score: str = "auto",
+        knn_k: int = 5,
+        knn_space: str = "backbone",
+        bank_size: int = 4096,
+        select_images: int = 512,
+        eta: float = 1.0,
+        semi_form: str = "logexp",
+        anomaly_batch: int = 32,
+        center: bool = False,
+        recon_weight: float = 0.0,
+        collapse_ratio: float = 1e-3,
+        collapse_abs: float = 1e-6,
+        collapse_mi: float = 0.02,
+        seed: int = 0,
+    ) -> None:
+        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        super().__init__(**config)
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+        if critic not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
+        if entropy_on not in ("projection", "backbone"):
+            raise ValueError(f"entropy_on must be 'projection' or 'backbone', got {entropy_on!r}")
+        if knn_space not in ("projection", "backbone"):
+            raise ValueError(f"knn_space must be 'projection' or 'backbone', got {knn_space!r}")
+        if augment not in AUGMENTATION_SETS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENTATION_SETS)}, got {augment!r}")
+        if semi_form not in SEMI_FORMS:
+            raise ValueError(f"semi_form must be one of {SEMI_FORMS}, got {semi_form!r}")
+        names = self.score_names()
+        if score != "auto" and score not in names:
+            raise ValueError(f"score must be 'auto' or one of {names}, got {score!r}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+
+        with torch.random.fork_rng(devices=[]):  # initial weights drawn from the config seed
+            torch.manual_seed(int(seed))
+            self.backbone = SmallCNN(in_channels, width, depth, feat_dim)
+            self.head = ProjectionHead(feat_dim, proj_dim, hidden=feat_dim)
+            self.critic = make_critic(critic, proj_dim, temperature=temperature,
+                                      normalize=normalize, hidden=critic_hidden)
+            self.decoder = (_Decoder(feat_dim, image_size, in_channels, width, depth)
+                            if recon_weight > 0 else None)
+        self.augment = make_augment(augment)
+        z_dim = proj_dim if entropy_on == "projection" else feat_dim
+        self._gen = torch.Generator().manual_seed(int(seed))
+        # Augmentation RNG state travels with the weights, so a resumed run draws the same views.
+        self.register_buffer("aug_rng_state", self._gen.get_state())
+        self.register_buffer("center_vec", torch.zeros(z_dim))
+        self.register_buffer("bank_backbone", torch.zeros(0, feat_dim))
+        self.register_buffer("bank_projection", torch.zeros(0, proj_dim))
+        self.register_buffer("selected_score", torch.tensor(-1))  # index into score_names()
+        self.register_buffer("selection_values", torch.full((len(names),), float("nan")))
+        self.register_buffer("consistency_values", torch.full((len(names),), float("nan")))
+        self.register_buffer("z_std_initial", torch.tensor(float("nan")))
+        self.register_buffer("z_std_last", torch.tensor(float("nan")))
+        self.register_buffer("z_std_peak", torch.tensor(0.0))
+        self.register_buffer("mi_ema", torch.tensor(float("nan")))
+        self.register_buffer("steps", torch.tensor(0))
+        self.register_buffer("collapsed", torch.tensor(False))
+        self.register_buffer("labelled", torch.zeros(0), persistent=False)
+        self._warned = False
+
+    # ----------------------------------------------------------------- representation
+    def score_names(self) -> list[str]:
+        """Every score this configuration can give, in a fixed order."""
+        return list(SCORES) + (["recon"] if self.config["recon_weight"] > 0 else [])
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Backbone features h (B, feat_dim) and projections p (B, proj_dim)."""
+        h = self.backbone(images)
+        return h, self.head(h)
+
+    def _z(self, h: Tensor, p: Tensor) -> Tensor:
+        """The representation the entropy term acts on, relative to the reference mode."""
+        z = p if self.config["entropy_on"] == "projection" else h
+        return z - self.center_vec if self.config["center"] else z
+
+    def penalty(self, z: Tensor) -> Tensor:
+        """R(z) per sample for the configured reference (l2: normal, l1: Laplace)."""
+        return entropy_penalty(z, self.config["penalty"])
+
+    def set_labelled_anomalies(self, images: Tensor | None) -> None:
+        """Labelled anomalous images (N, C, H, W) for the semi-supervised term (None: clear).
+
+        Kept in a non-persistent buffer: they are training data, not part of the model.
+        """
+        if images is None or images.numel() == 0:
+            self.labelled = torch.zeros(0, device=self.center_vec.device)
+            return
+        if images.dim() != 4:
+            raise ValueError(f"labelled anomalies must be (N, C, H, W), got {tuple(images.shape)}")
+        self.labelled = images.detach().to(self.center_vec.device, torch.float32)
+
+    # ----------------------------------------------------------------- training
+    def _contrastive_terms(
+        self, images: Tensor, generator: torch.Generator, anomalies: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        v1 = self.augment(images, generator)
+        v2 = self.augment(images, generator)
+        k = images.shape[0]
+        parts = [v1, v2]
+        if anomalies is not None:
+            parts.append(self.augment(anomalies, generator))
+        h, p = self.encode(torch.cat(parts))  # one pass: BatchNorm sees every view together
+        scores = self.critic(p[:k], p[k:2 * k])
+        z = self._z(h, p)
+        terms = {
+            "infonce": _infonce(scores),
+            "entropy": self.penalty(z[:2 * k]).mean(),
+            "z": z[:2 * k],
+        }
+        if anomalies is not None:
+            terms["anomaly"] = anomaly_push_loss(self.penalty(z[2 * k:]),
+                                                 self.config["semi_form"]).mean()
+        if self.decoder is not None:
+            terms["recon"] = F.mse_loss(self.decoder(h[:2 * k]), torch.cat([v1, v2]))
+        return terms
+
+    def _combine(self, terms: dict[str, Tensor]) -> Tensor:
+        loss = terms["infonce"] + self.config["beta"] * terms["entropy"]
+        if "anomaly" in terms:
+            loss = loss + self.config["eta"] * terms["anomaly"]
+        if "recon" in terms:
+            loss = loss + self.config["recon_weight"] * terms["recon"]
+        return loss
+
+    def _sample_anomalies(self, batch_anomalies: Tensor | None) -> Tensor | None:
+        if batch_anomalies is not None:
+            return batch_anomalies
+        n = self.labelled.shape[0] if self.labelled.dim() == 4 else 0
+        if n == 0 or self.config["eta"] <= 0:
+            return None
+        m = min(n, int(self.config["anomaly_batch"]))
+        idx = torch.randperm(n, generator=self._gen)[:m].to(self.labelled.device)
+        return self.labelled[idx]
+
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, dict):
+            return batch["images"], batch.get("anomalies")
+        if isinstance(batch, (list, tuple)):
+            return batch[0], None
+        return batch, None
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """Loss on a batch of plain normal images; the two views are drawn here."""
+        images, anomalies = self._unpack(batch)
+        self._gen.set_state(self.aug_rng_state.cpu())
+        anomalies = self._sample_anomalies(anomalies)
+        terms = self._contrastive_terms(images, self._gen, anomalies)
+        self.aug_rng_state.copy_(self._gen.get_state())
+        self._watch_collapse(terms["z"].detach(), -terms["infonce"].detach(), images.shape[0])
+        return self._combine(terms)
+
+    @torch.no_grad()
+    def validation_loss(self, batch: Any) -> Tensor:
+        """The unsupervised loss on fixed-seed views: deterministic, for early stopping."""
+        images, _ = self._unpack(batch)
+        gen = torch.Generator().manual_seed(int(self.config["seed"]) + 7919)
+        terms = self._contrastive_terms(images, gen)
+        terms.pop("anomaly", None)
+        return self._combine(terms)
+
+    def _watch_collapse(self, z: Tensor, mi: Tensor | None = None, k: int = 0) -> None:
+        """Track the spread of z and the InfoNCE bound; flag and warn once on collapse.
+
+        Collapse: the median per-dimension std of z falls below ``collapse_ratio`` x its peak
+        (or its first value) or below ``collapse_abs``; or, after 10 steps, the running mean
+        of the mutual-information bound falls below ``collapse_mi`` x log K (z then no longer
+        tells the images of a batch apart, whatever its scale).
+        """
+        if z.shape[0] < 2:
+            return
+        spread = z.std(dim=0).median()
+        if torch.isnan(self.z_std_initial):
+            self.z_std_initial.copy_(spread)
+        self.z_std_peak.copy_(torch.maximum(self.z_std_peak, spread))
+        self.z_std_last.copy_(spread)
+        reason = None
+        if spread < self.config["collapse_abs"] or spread < (
+                self.config["collapse_ratio"] * self.z_std_peak):
+            reason = (f"median per-dimension std of z {float(spread):.3g} (first "
+                      f"{float(self.z_std_initial):.3g}, peak {float(self.z_std_peak):.3g})")
+        if mi is not None and k > 1:
+            self.steps += 1
+            ema = mi if torch.isnan(self.mi_ema) else 0.9 * self.mi_ema + 0.1 * mi
+            self.mi_ema.copy_(ema)
+            if int(self.steps) >= 10 and ema < self.config["collapse_mi"] * math.log(k):
+                reason = (f"InfoNCE bound {float(ema):.3g} nats, under "
+                          f"{self.config['collapse_mi']} x log K = "
+                          f"{self.config['collapse_mi'] * math.log(k):.3g}")
+        if reason is not None:
+            self.collapsed.fill_(True)
+        if bool(self.collapsed) and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"infotheoretic: representation collapsed ({reason or 'flagged earlier'}); "
+                f"beta={self.config['beta']} is probably too large",
+                CollapseWarning, stacklevel=2)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Collapse watch and score selection, JSON-able (for logs and benchmark tables)."""
+        names = self.score_names()
+        sel = int(self.selected_score)
+        return {
+            "z_std_initial": float(self.z_std_initial),
+            "z_std_last": float(self.z_std_last),
+            "z_std_peak": float(self.z_std_peak),
+            "mi_bound_running": float(self.mi_ema),
+            "collapsed": bool(self.collapsed),
+            "selected_score": names[sel] if sel >= 0 else None,
+            "pseudo_auroc": {n: float(v) for n, v in zip(names, self.selection_values,
+                                                        strict=True)},
+            "view_consistency": {n: float(v) for n, v in zip(names, self.consistency_values,
+                                                            strict=True)},
+            "bank_size": int(self.bank_backbone.shape[0]),
+        }
+
+    # ----------------------------------------------------------------- hooks
+    @torch.no_grad()
+    def fit_start(self, loader: Iterable) -> None:
+        """With ``center=True``: the reference mode is the mean z of the initial network."""
+        if not self.config["center"]:
+            return
+        was_training = self.training
+        self.eval()
+        total, n = torch.zeros_like(self.center_vec), 0
+        for images in _take(loader, int(self.config["bank_size"])):
+            h, p = self.encode(images)
+            total += (p if self.config["entropy_on"] == "projection" else h).sum(0)
+            n += images.shape[0]
+        if n:
+            self.center_vec.copy_(total / n)
+        self.train(was_training)
+
+    @torch.no_grad()
+    def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
+        """After training: build the memory bank and pick the default score, label-free.
+
+        The bank holds the features of up to ``bank_size`` training images. The score is
+        chosen by view consistency on up to ``select_images`` normal validation images; without
+        a validation loader, every fifth training image is held out of the bank for the choice
+        (and put back afterwards).
+        """
+        was_training = self.training
+        self.eval()
+        cap = int(self.config["bank_size"])
+        n_sel = int(self.config["select_images"])
+        hs, ps, held, seen = [], [], [], 0
+        for images in _take(loader, cap):
+            h, p = self.encode(images)
+            hs.append(h)
+            ps.append(p)
+            if val_loader is None:
+                held.append(images[(torch.arange(images.shape[0]) + seen) % 5 == 0])
+            seen += images.shape[0]
+        if not hs:
+            raise ValueError("infotheoretic: no training images to build the memory bank")
+        bank_h, bank_p = torch.cat(hs)[:cap], torch.cat(ps)[:cap]
+        if val_loader is not None:
+            sel_images = torch.cat(list(_take(val_loader, n_sel)))[:n_sel]
+            keep = torch.ones(bank_h.shape[0], dtype=torch.bool)
+        else:
+            sel_images = torch.cat(held)[:n_sel]
+            keep = torch.arange(bank_h.shape[0]) % 5 != 0
+            keep[(torch.arange(bank_h.shape[0]) % 5 == 0).nonzero().flatten()[n_sel:]] = True
+        self.bank_backbone, self.bank_projection = bank_h[keep], bank_p[keep]
+        if sel_images.shape[0] >= 3 and self.bank_backbone.shape[0] > 0:
+            self.select_score(sel_images)
+        self.bank_backbone, self.bank_projection = bank_h, bank_p
+        self._check_bank_collapse()
+        self.train(was_training)
+
+    def _check_bank_collapse(self) -> None:
+        z = self._z(self.bank_backbone, self.bank_projection)
+        if z.shape[0] < 2:
+            return
+        spread = z.std(dim=0).median()
+        if spread < self.config["collapse_abs"] or (
+                not torch.isnan(self.z_std_initial)
+                and spread < self.config["collapse_ratio"] * self.z_std_initial):
+            self.collapsed.fill_(True)
+            self._watch_collapse(z)
+
+    @torch.no_grad()
+    def select_score(self, images: Tensor) -> dict[str, dict[str, float]]:
+        """Label-free choice of the default score on normal images (see the module docstring).
+
+        For every score: ``pseudo_auroc``, its AUROC between normal images and local
+        patch-swap pseudo-anomalies made from the same images (``local_patch_swap``), and
+        ``view_consistency``, the Spearman correlation of its values on two independent
+        augmented views. The winner has the highest pseudo-AUROC (rounded to 0.01), then the
+        highest view consistency, then comes first in ``score_names``. Stored in buffers.
+        """
+        gen = torch.Generator().manual_seed(int(self.config["seed"]) + 104729)
+        names = self.score_names()
+        normal = self.score_all(images)
+        pseudo = self.score_all(local_patch_swap(images, gen))
+        a = self.score_all(self.augment(images, gen))
+        b = self.score_all(self.augment(images, gen))
+        auroc = torch.tensor([_auroc(normal[n], pseudo[n]) for n in names])
+        consistency = torch.tensor([spearman(a[n], b[n]) for n in names])
+        self.selection_values.copy_(auroc)
+        self.consistency_values.copy_(consistency)
+        best = max(range(len(names)), key=lambda i: (round(float(auroc[i]), 2),
+                                                     round(float(consistency[i]), 6), -i))
+        self.selected_score.fill_(best)
+        return {n: {"pseudo_auroc": float(auroc[i]), "view_consistency": float(consistency[i])}
+                for i, n in enumerate(names)}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
+        # The bank's size depends on the training set: take the saved shapes.
+        for name in ("bank_backbone", "bank_projection"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._warned = False
+
+    # ----------------------------------------------------------------- scores
+    @property
+    def default_score(self) -> str:
+        """The configured score, or the label-free choice (``norm`` before ``fit_end``)."""
+        if self.config["score"] != "auto":
+            return self.config["score"]
+        sel = int(self.selected_score)
+        return self.score_names()[sel] if sel >= 0 else "norm"
+
+    @torch.no_grad()
+    def score_all(self, images: Tensor) -> dict[str, Tensor]:
+        """Every anomaly score, each (B,) with higher = more anomalous.
+
+        ``knn`` and ``critic`` need the memory bank (built by ``fit_end``); without it they
+        are NaN.
+        """
+        out: dict[str, list[Tensor]] = {n: [] for n in self.score_names()}
+        for chunk in images.split(256):
+            h, p = self.encode(chunk)
+            r = self.penalty(self._z(h, p))
+            out["norm"].append(r)
+            out["neg_norm"].append(-r)
+            out["knn"].append(self._knn(h, p))
+            out["critic"].append(self._critic_score(p))
+            if self.decoder is not None:
+                out["recon"].append(((self.decoder(h) - chunk) ** 2).flatten(1).mean(1))
+        return {n: torch.cat(v) for n, v in out.items()}
+
+    def _knn(self, h: Tensor, p: Tensor) -> Tensor:
+        bank = self.bank_backbone if self.config["knn_space"] == "backbone" else \
+            self.bank_projection
+        if bank.shape[0] == 0:
+            return torch.full((h.shape[0],), float("nan"), device=h.device)
+        q = h if self.config["knn_space"] == "backbone" else p
+        sim = F.normalize(q, dim=1) @ F.normalize(bank, dim=1).T
+        k = min(int(self.config["knn_k"]), bank.shape[0])
+        return (1.0 - sim.topk(k, dim=1).values).mean(dim=1)
+
+    def _critic_score(self, p: Tensor) -> Tensor:
+        bank = self.bank_projection
+        if bank.shape[0] == 0:
+            return torch.full((p.shape[0],), float("nan"), device=p.device)
+        f = torch.cat([self.critic(p, part) for part in bank.split(1024)], dim=1)
+        return -(torch.logsumexp(f, dim=1) - math.log(bank.shape[0]))
+
+    @torch.no_grad()
+    def score(self, images: Tensor) -> Tensor:
+        name = self.default_score
+        if name in ("knn", "critic") and self.bank_backbone.shape[0] == 0:
+            raise RuntimeError(f"infotheoretic: score {name!r} needs the memory bank; "
+                               "call fit_end(train_loader) after training")
+        return self.score_all(images)[name]
+
+
+def _take(loader: Iterable, limit: int) -> Iterator[Tensor]:
+    """Image tensors from a loader (images or (images, labels) batches), up to ``limit``."""
+    n = 0
+    for batch in loader:
+        if n >= limit:
+            return
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        yield images
+        n += images.shape[0]

@@ -1,0 +1,207 @@
+"""The infotheoretic detector: losses, options, scores, selection, collapse, semi-supervision."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import TensorDataset
+
+from darklens.models.base import create_detector, list_detectors
+from darklens.models.infotheoretic import CollapseWarning, InfoTheoretic, spearman
+from darklens.models.losses import entropy_penalty
+from darklens.train.loop import TrainConfig, fit
+
+S = 32
+SMALL = dict(image_size=S, width=8, depth=3, feat_dim=32, proj_dim=16)
+
+
+def rings(n: int, seed: int, blob: bool = False) -> torch.Tensor:
+    """Noisy rings of random radius; ``blob`` adds a bright compact clump near the ring."""
+    g = torch.Generator().manual_seed(seed)
+    c = (S - 1) / 2
+    y, x = torch.meshgrid(torch.arange(S) - c, torch.arange(S) - c, indexing="ij")
+    rad = 6 + 3 * torch.rand(n, generator=g)
+    r = torch.sqrt(x**2 + y**2)
+    img = torch.exp(-0.5 * ((r[None] - rad[:, None, None]) / 1.2) ** 2)[:, None]
+    if blob:
+        ang = torch.rand(n, generator=g) * 2 * math.pi
+        bx, by = (rad + 1) * torch.cos(ang), (rad + 1) * torch.sin(ang)
+        d2 = (x[None] - bx[:, None, None]) ** 2 + (y[None] - by[:, None, None]) ** 2
+        img[:, 0] += 1.5 * torch.exp(-0.5 * d2 / 1.5**2)
+    return img + 0.05 * torch.randn(img.shape, generator=g)
+
+
+def train(epochs: int = 4, n: int = 256, **config) -> InfoTheoretic:
+    det = create_detector("infotheoretic", **{**SMALL, **config})
+    fit(det, TensorDataset(rings(n, 0)), TensorDataset(rings(64, 1)),
+        TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, scheduler="cosine", progress=False))
+    return det
+
+
+def auroc(det: InfoTheoretic, name: str | None = None) -> float:
+    normal, anomalous = rings(100, 2), rings(100, 3, blob=True)
+    scores = det.score_all(torch.cat([normal, anomalous]))
+    s = scores[name] if name else det.score(torch.cat([normal, anomalous]))
+    return float(roc_auc_score([0] * 100 + [1] * 100, s.numpy()))
+
+
+@pytest.fixture(scope="module")
+def trained() -> InfoTheoretic:
+    return train()
+
+
+def test_registered() -> None:
+    assert "infotheoretic" in list_detectors()
+
+
+@pytest.mark.parametrize("bad", [dict(penalty="l3"), dict(critic="rbf"), dict(beta=-1.0),
+                                 dict(entropy_on="head"), dict(augment="zoom"),
+                                 dict(score="recon"), dict(semi_form="x")])
+def test_bad_config(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        create_detector("infotheoretic", **bad)
+
+
+def test_loss_makes_its_own_views_reproducibly() -> None:
+    x = rings(16, 0)
+    a, b = (create_detector("infotheoretic", **SMALL, seed=3) for _ in range(2))
+    la, lb = a.training_loss(x), b.training_loss(x)
+    assert torch.isfinite(la) and la.item() == pytest.approx(lb.item(), rel=1e-6)
+    la.backward()
+    assert all(p.grad is not None for p in a.backbone.parameters())
+    # The augmentation RNG is part of the state: a copy continues with the same views.
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    c = create_detector("infotheoretic", **SMALL, seed=3)
+    c.load_state_dict(state)
+    assert c.training_loss(x).item() == pytest.approx(a.training_loss(x).item(), rel=1e-6)
+    assert a.training_loss(x).item() != pytest.approx(la.item(), rel=1e-6)  # new views
+
+
+@pytest.mark.parametrize("entropy_on", ["projection", "backbone"])
+@pytest.mark.parametrize("penalty", ["l2", "l1"])
+def test_entropy_term_acts_where_configured(entropy_on: str, penalty: str) -> None:
+    det = create_detector("infotheoretic", **SMALL, entropy_on=entropy_on, penalty=penalty)
+    det.eval()
+    x = rings(8, 0)
+    h, p = det.encode(x)
+    expected = entropy_penalty(p if entropy_on == "projection" else h, penalty)
+    assert torch.allclose(det.score_all(x)["norm"], expected, rtol=1e-5)
+    # Only the penalty: its gradient reaches the head only when it acts on the projection.
+    det.zero_grad()
+    det.penalty(det._z(*det.encode(x))).mean().backward()
+    head_grad = sum(float(q.grad.abs().sum()) for q in det.head.parameters() if q.grad is not None)
+    assert (head_grad > 0) == (entropy_on == "projection")
+    assert all(q.grad is not None for q in det.backbone.parameters())
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_critic_sees_normalised_z_while_penalty_sees_raw(normalize: bool) -> None:
+    det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=normalize)
+    p = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    scaled = det.critic(3 * p, 3 * p)
+    if normalize:
+        assert torch.allclose(scaled, det.critic(p, p), atol=1e-5)
+    else:
+        assert torch.allclose(scaled, 9 * det.critic(p, p), atol=1e-4)
+    assert torch.allclose(det.penalty(3 * p), 9 * det.penalty(p))  # raw z, always
+
+
+def test_scores_need_the_bank() -> None:
+    det = create_detector("infotheoretic", **SMALL, score="knn").eval()
+    x = rings(4, 0)
+    all_scores = det.score_all(x)
+    assert torch.isnan(all_scores["knn"]).all() and torch.isfinite(all_scores["norm"]).all()
+    with pytest.raises(RuntimeError, match="memory bank"):
+        det.score(x)
+
+
+def test_trained_detector_finds_blobs(trained: InfoTheoretic) -> None:
+    diag = trained.diagnostics()
+    assert diag["bank_size"] == 256
+    assert diag["selected_score"] in trained.score_names()
+    assert set(diag["pseudo_auroc"]) == set(trained.score_names())
+    assert not diag["collapsed"]
+    scores = trained.score_all(rings(10, 5))
+    assert set(scores) == {"norm", "neg_norm", "knn", "critic"}
+    assert all(s.shape == (10,) and torch.isfinite(s).all() for s in scores.values())
+    assert torch.allclose(scores["norm"], -scores["neg_norm"])
+    assert auroc(trained) > 0.9  # the label-free default
+    assert auroc(trained, "knn") > 0.9
+
+
+def test_save_load_round_trip(trained: InfoTheoretic) -> None:
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    fresh = create_detector("infotheoretic", **trained.config)
+    fresh.load_state_dict(state)
+    fresh.eval()
+    x = rings(12, 6)
+    assert fresh.default_score == trained.default_score
+    for name, s in trained.score_all(x).items():
+        assert torch.allclose(fresh.score_all(x)[name], s, atol=1e-6), name
+
+
+def test_label_free_selection_uses_normal_images_only(trained: InfoTheoretic) -> None:
+    normal = rings(64, 7)
+    result = trained.select_score(normal)
+    assert set(result) == set(trained.score_names())
+    for values in result.values():
+        assert 0.0 <= values["pseudo_auroc"] <= 1.0
+        assert -1.0 <= values["view_consistency"] <= 1.0
+    # Rank correlation cannot see the sign of a score: norm and neg_norm tie on consistency.
+    assert result["norm"]["view_consistency"] == pytest.approx(
+        result["neg_norm"]["view_consistency"])
+    assert result["norm"]["pseudo_auroc"] == pytest.approx(
+        1 - result["neg_norm"]["pseudo_auroc"], abs=1e-6)
+
+
+def test_spearman() -> None:
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a**3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.ones(4)) == 0.0
+
+
+def test_large_beta_collapse_is_detected() -> None:
+    with pytest.warns(CollapseWarning, match="collapsed"):
+        det = train(epochs=5, n=128, beta=1e3, critic="bilinear", normalize=False)
+    assert det.diagnostics()["collapsed"]
+    assert bool(det.collapsed)
+
+
+def test_no_collapse_warning_at_small_beta() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapseWarning)
+        det = train(epochs=2, n=128, beta=1e-3)
+    assert not det.diagnostics()["collapsed"]
+
+
+@pytest.mark.filterwarnings("ignore::darklens.models.infotheoretic.CollapseWarning")
+def test_semi_supervised_pushes_labelled_anomalies_out() -> None:
+    aurocs = {}
+    for labelled in (True, False):
+        det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=False,
+                              beta=0.1, eta=1.0, score="norm")
+        if labelled:
+            det.set_labelled_anomalies(rings(20, 8, blob=True))
+        fit(det, TensorDataset(rings(256, 0)), None,
+            TrainConfig(epochs=4, batch_size=64, lr=3e-3, scheduler="cosine", progress=False))
+        aurocs[labelled] = auroc(det, "norm")  # held-out anomalies of the labelled kind
+    assert aurocs[True] > 0.9
+    assert aurocs[True] > aurocs[False] + 0.1
+    # The batch-dict form gives a finite loss with the anomaly term.
+    det.train()
+    loss = det.training_loss({"images": rings(8, 0), "anomalies": rings(4, 9, blob=True)})
+    assert torch.isfinite(loss)
+    det.set_labelled_anomalies(None)
+    assert det._sample_anomalies(None) is None
+
+
+def test_hybrids_center_and_reconstruction() -> None:
+    det = train(epochs=2, n=128, center=True, recon_weight=1.0)
+    assert det.center_vec.abs().sum() > 0  # the SVDD-style centre from the initial pass
+    scores = det.score_all(rings(6, 4))
+    assert "recon" in scores and torch.isfinite(scores["recon"]).all()
