@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
     "show",
     "convert_deeplense",
+    "demo",
 )
 
 
