@@ -8,6 +8,8 @@ score (higher = more anomalous). One file per detector, registered with ``@regis
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,19 +19,50 @@ _REGISTRY: dict[str, type[Detector]] = {}
 
 # Modules that define detectors; importing them fills the registry. A new detector is one file
 # plus one line here.
-DETECTOR_MODULES: tuple[str, ...] = ()
+DETECTOR_MODULES: tuple[str, ...] = (
+    "dcae", "cvae", "aae", "rbm", "deep_svdd", "knn", "infotheoretic",
+)
+
+
+@dataclass
+class OptimizerGroup:
+    """Parameters stepped by one optimiser; the loop makes one optimiser (and scheduler) per group.
+
+    ``lr_scale`` multiplies the run's learning rate; ``weight_decay`` overrides the run's value
+    when not None.
+    """
+
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
 
 
 class Detector(nn.Module):
     """An anomaly detector trained on normal images only.
 
     Subclasses set ``name``, keep their constructor arguments in ``self.config`` (JSON-able),
-    and implement ``training_loss`` and ``score``. Optional hooks: ``fit_start(loader)`` (e.g.
-    Deep SVDD's centre, kNN's memory bank), ``optimizer_groups()``, and ``training_step`` for
-    models that need more than one optimiser step per batch (the AAE).
+    and implement ``training_loss`` and ``score``. Optional hooks, all used by
+    ``darklens.train.loop.fit``:
+
+    - ``fit_start(loader)``: once before the first epoch (Deep SVDD's centre, kNN's memory bank);
+      state it computes must live in buffers so that it is saved with the weights.
+    - ``fit_end(loader, val_loader)``: once after training, with the final (best) weights, on
+      the training images and the normal validation images (None when there are none); e.g.
+      the memory bank of a trained encoder (the infotheoretic detector). Buffers, as above.
+    - ``optimizer_groups()``: named parameter groups, one optimiser each (default: one group
+      ``"main"`` with every trainable parameter; none at all means nothing to train).
+    - ``part_loss(batch, part)``: the loss that group ``part`` steps on. The loop runs the groups
+      in order on every batch (zero_grad, backward, clip, step), which is how a model with more
+      than one optimiser (the AAE) trains inside the one loop. Default: ``training_loss``.
+    - ``validation_loss(batch)``: deterministic loss on normal validation images for early
+      stopping (default: ``training_loss`` under ``no_grad`` in eval mode).
+    - ``wants_labels``: when True the loop passes ``(images, labels)`` instead of ``images``.
+    - ``train_defaults``: the detector's own defaults for ``TrainConfig`` fields (e.g. lr).
     """
 
     name: ClassVar[str]
+    wants_labels: ClassVar[bool] = False
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -38,6 +71,29 @@ class Detector(nn.Module):
     def training_loss(self, batch: Tensor) -> Tensor:
         """Scalar loss for a batch of normal images (B, 1, H, W)."""
         raise NotImplementedError
+
+    def part_loss(self, batch: Tensor, part: str) -> Tensor:
+        """Loss for optimiser group ``part`` (see ``optimizer_groups``)."""
+        return self.training_loss(batch)
+
+    def validation_loss(self, batch: Tensor) -> Tensor:
+        """Loss on normal validation images, used for early stopping."""
+        return self.training_loss(batch)
+
+    def optimizer_groups(self) -> dict[str, OptimizerGroup]:
+        """Named parameter groups, each stepped by its own optimiser, in this order."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return {"main": OptimizerGroup(params)} if params else {}
+
+    def fit_start(self, loader: Iterable) -> None:
+        """Called once with the training data before the first epoch (not again on resume)."""
+
+    def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
+        """Called once after training with the final weights (training and validation data)."""
+
+    def forward(self, batch: Tensor, part: str = "main") -> Tensor:
+        """The loss of one part, so that a DistributedDataParallel wrapper sees every forward."""
+        return self.part_loss(batch, part)
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -1,0 +1,106 @@
+"""A run directory: the detector's config, its weights and the statistics of its normal scores.
+
+Layout written by ``save_run``::
+
+    RUN/config.json         {"detector": name, "config": {...}, ...extra (training, data)}
+    RUN/weights.pt          the state_dict (tensors only; read with weights_only=True)
+    RUN/normal_stats.json   mean, std and quantiles of scores on normal validation images
+
+``load_run`` rebuilds the detector by name from ``config.json`` and loads the weights without
+unpickling arbitrary objects; anything missing, corrupt or untrusted raises ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from darklens import __version__
+from darklens.errors import CheckpointError
+from darklens.io import atomic_path, write_json_atomic
+from darklens.models.base import Detector, create_detector, list_detectors
+
+CONFIG = "config.json"
+WEIGHTS = "weights.pt"
+NORMAL_STATS = "normal_stats.json"
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+
+
+def normal_stats(scores: np.ndarray) -> dict[str, Any]:
+    """Mean, std and quantiles of anomaly scores of normal images (e.g. to set a threshold)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(s.size),
+        "mean": float(s.mean()),
+        "std": float(s.std()),
+        "quantiles": {str(q): float(np.quantile(s, q)) for q in QUANTILES},
+    }
+
+
+def save_run(run_dir: str | os.PathLike, detector: Detector,
+             normal_scores: np.ndarray | None = None,
+             extra: dict[str, Any] | None = None) -> Path:
+    """Write config, weights (atomically) and, if given, normal-score statistics to ``run_dir``."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run / WEIGHTS) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in detector.state_dict().items()}, tmp)
+    if normal_scores is not None:
+        write_json_atomic(run / NORMAL_STATS, normal_stats(normal_scores))
+    config = {"detector": detector.name, "config": detector.config,
+              "darklens_version": __version__, **(extra or {})}
+    write_json_atomic(run / CONFIG, config)
+    return run
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a run, checked for the keys ``load_run`` needs."""
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: missing (is {run_dir} a finished training run?)") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or not isinstance(config.get("detector"), str) \
+            or not isinstance(config.get("config"), dict):
+        raise CheckpointError(f"{path}: needs a 'detector' name and a 'config' object")
+    return config
+
+
+def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Detector:
+    """Rebuild the detector saved in ``run_dir`` (eval mode)."""
+    config = read_run_config(run_dir)
+    name = config["detector"]
+    if name not in list_detectors():
+        raise CheckpointError(f"{Path(run_dir) / CONFIG}: unknown detector {name!r} "
+                              f"(known: {', '.join(list_detectors())})")
+    try:
+        detector = create_detector(name, **config["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{Path(run_dir) / CONFIG}: bad config for {name} ({err})") from err
+    path = Path(run_dir) / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing weights file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt, truncated, or holding objects we refuse to unpickle
+        raise CheckpointError(f"{path}: cannot be loaded safely ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a state_dict")
+    try:
+        detector.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit detector {name} "
+                              f"({str(err).splitlines()[0]})") from err
+    return detector.eval()
