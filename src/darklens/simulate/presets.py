@@ -281,3 +281,60 @@ def get_preset(name: str, overrides: dict[str, str] | None = None) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return with_overrides(PRESETS[name], overrides)
+
+
+def unused_fields(preset: Preset) -> set[str]:
+    """Fields that a preset's other choices make irrelevant (shown as "-" in the table)."""
+    out: set[str] = set()
+    if preset.lens_mass is not None:
+        out.add("theta_e")
+    if preset.lens_light_amp.kind == "fixed" and preset.lens_light_amp.low == 0:
+        out |= {"lens_light_r_eff", "lens_light_n", "lens_light_q"}
+    if preset.source_magnitude is not None:
+        out.add("source_amp")
+    else:
+        out.add("zero_point")
+    if preset.cdm_mass_kind == "fraction":
+        out |= {"cdm_mass_min", "cdm_mass_max", "cdm_slope"}
+    else:
+        out.add("cdm_fraction")
+    if preset.cdm_profile == "point":
+        out |= {"cdm_concentration", "cdm_truncation"}
+    if preset.vortex_profile == "line":
+        out.add("vortex_points")
+    out.add("vortex_fraction" if preset.vortex_mass_kind == "mass" else "vortex_mass")
+    out.add("vortex_length" if preset.vortex_length_kind == "axion" else "axion_mass")
+    if preset.noise != "snr":
+        out.add("snr")
+    if preset.noise != "counts":
+        out |= {"exposure_time", "sky_level", "background_rms", "read_noise", "num_exposures"}
+    return out
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    if ":" in text:
+        kind, lo, hi = text.split(":")
+        return f"{kind} [{float(lo):.4g}, {float(hi):.4g}]"
+    try:
+        return f"{float(text):.4g}" if not isinstance(value, bool) else text
+    except ValueError:
+        return text
+
+
+def presets_table() -> str:
+    """Markdown table of every preset field (docs/presets.md embeds it; a test keeps it true)."""
+    presets = list(PRESETS.values())
+    fields = [f.name for f in dataclasses.fields(Preset) if f.name not in ("name", "description")]
+    lines = [
+        "| field | " + " | ".join(f"`{p.name}`" for p in presets) + " |",
+        "|---|" + "---|" * len(presets),
+    ]
+    for name in fields:
+        cells = ["-" if name in unused_fields(p) else _cell(p.to_dict()[name]) for p in presets]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
