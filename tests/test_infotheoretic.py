@@ -5,13 +5,21 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import TensorDataset
 
+from darklens.data.lensdata import LensData
+from darklens.errors import DataError
 from darklens.models.base import create_detector, list_detectors
-from darklens.models.infotheoretic import CollapseWarning, InfoTheoretic, spearman
+from darklens.models.infotheoretic import (
+    CollapseWarning,
+    InfoTheoretic,
+    select_labelled,
+    spearman,
+)
 from darklens.models.losses import entropy_penalty
 from darklens.train.loop import TrainConfig, fit
 
@@ -198,6 +206,18 @@ def test_semi_supervised_pushes_labelled_anomalies_out() -> None:
     assert torch.isfinite(loss)
     det.set_labelled_anomalies(None)
     assert det._sample_anomalies(None) is None
+
+
+def test_select_labelled() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2, 2], dtype=np.int64)
+    images = np.arange(7, dtype=np.float32).reshape(7, 1, 1, 1) * np.ones((1, 1, 4, 4), np.float32)
+    picked = select_labelled(LensData(images=images, labels=labels), 2, seed=0)
+    assert picked.shape == (4, 1, 4, 4)
+    assert set(picked[:, 0, 0, 0].tolist()) <= {2.0, 3.0, 4.0, 5.0, 6.0}
+    with pytest.raises(DataError):
+        select_labelled(LensData(images=images[:2], labels=labels[:2]), 2)
+    with pytest.raises(DataError):
+        select_labelled(LensData(images=images, labels=labels), 0)
 
 
 def test_hybrids_center_and_reconstruction() -> None:

@@ -64,11 +64,14 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from darklens.data.lensdata import LensData
 from darklens.data.transforms import AUGMENTATION_SETS, local_patch_swap, make_augment
+from darklens.errors import DataError
 from darklens.models.base import Detector, register_detector
 from darklens.models.critics import CRITICS, ProjectionHead, make_critic
 from darklens.models.encoders import SmallCNN
@@ -525,6 +528,27 @@ class InfoTheoretic(Detector):
             raise RuntimeError(f"infotheoretic: score {name!r} needs the memory bank; "
                                "call fit_end(train_loader) after training")
         return self.score_all(images)[name]
+
+
+def select_labelled(data: LensData, n_per_class: int, seed: int = 0,
+                    normal: str = "no_sub") -> Tensor:
+    """Up to ``n_per_class`` images of every anomaly class in ``data`` (fixed-seed subset).
+
+    For ``darklens train --detector infotheoretic --labelled-anomalies DIR --n-labelled N``:
+    the result goes to ``InfoTheoretic.set_labelled_anomalies``.
+    """
+    if n_per_class < 1:
+        raise DataError(f"--n-labelled must be at least 1, got {n_per_class}")
+    gen = np.random.default_rng(seed)
+    picks = []
+    for cid, name in enumerate(data.class_names):
+        idx = np.flatnonzero(data.labels == cid)
+        if name == normal or idx.size == 0:
+            continue
+        picks.append(gen.permutation(idx)[:n_per_class])
+    if not picks:
+        raise DataError(f"no labelled anomalies (classes other than {normal!r}) in the data")
+    return torch.as_tensor(data.images[np.sort(np.concatenate(picks))], dtype=torch.float32)
 
 
 def _take(loader: Iterable, limit: int) -> Iterator[Tensor]:
