@@ -314,9 +314,9 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
                             if ckpt_path is not None and ckpt_path.exists()
                             else "no checkpoint was written")
                     raise TrainingDiverged(
-                        f"{detector.name}: loss of part {name!r} became {float(loss)} at epoch "
-                        f"{epoch + 1}, step {step + 1}; {last}. Try a lower learning rate "
-                        f"or gradient clipping (grad_clip).")
+                        f"{detector.name}: loss of part {name!r} became "
+                        f"{float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; {last}. "
+                        f"Try a lower learning rate or gradient clipping (grad_clip).")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
