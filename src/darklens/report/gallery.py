@@ -31,7 +31,9 @@ def _caption(data: LensData, i: int) -> str:
     return "\n".join([", ".join(parts[:2]), ", ".join(parts[2:])]).strip()
 
 
-def gallery(data: LensData, path: str | Path, per_class: int = 6, title: str = "") -> Path:
+def gallery(
+    data: LensData, path: str | Path, per_class: int = 6, title: str = "", dpi: int = 110
+) -> Path:
     """Write a PNG grid: one row per class present, ``per_class`` images each."""
     present = [c for i, c in enumerate(data.class_names) if np.any(data.labels == i)]
     if not present:
@@ -58,6 +60,6 @@ def gallery(data: LensData, path: str | Path, per_class: int = 6, title: str = "
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path
