@@ -18,6 +18,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "show",
     "convert_deeplense",
     "demo",
+    "train",
+    "evaluate",
+    "score",
+    "regress",
 )
 
 

@@ -1,0 +1,83 @@
+"""`darklens evaluate RUN --data DIR`: AUROC, AUPRC and TPR at 1% FPR on held-out images.
+
+Which images: if DIR holds the very data the run was trained on (same fingerprint), the test
+part of the run's split (normal images never trained on or validated on, plus the test share
+of the anomalies, all from the seed recorded in the run); otherwise every labelled image in
+DIR (a separate test set). Writes RUN/metrics.json and RUN/test_scores.csv atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from darklens.data.dataset import Normaliser
+from darklens.data.formats import load_dataset
+from darklens.errors import DataError
+from darklens.evaluate.metrics import anomaly_metrics
+from darklens.evaluate.scoring import score_images
+from darklens.io import write_json_atomic, write_text_atomic
+from darklens.models.persistence import load_run, read_run_config
+from darklens.train.data import detection_split, fingerprint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained detector on labelled images")
+    p.add_argument("run", help="run directory written by `darklens train`")
+    p.add_argument("--data", required=True, help="labelled data set")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def evaluation_indices(config: dict, data) -> tuple[np.ndarray, str]:
+    """Indices to evaluate on and a sentence saying which they are."""
+    labelled = np.flatnonzero(data.labels >= 0)
+    trained = config.get("data", {})
+    if trained.get("fingerprint") and trained["fingerprint"] == fingerprint(data):
+        sp = config["split"]
+        split = detection_split(data, config.get("normal", "no_sub"), sp["seed"],
+                                sp["val_fraction"], sp["test_fraction"])
+        return split.test, "held-out test part of the training data (split seed " \
+                           f"{sp['seed']})"
+    return labelled, "every labelled image (a data set other than the training data)"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = read_run_config(args.run)
+    detector = load_run(args.run)
+    data = load_dataset(args.data)
+    size = tuple(data.images.shape[1:])
+    want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
+    if None not in want and size != want:
+        raise DataError(f"{args.data}: images are {size}, the run was trained on {want}")
+    idx, which = evaluation_indices(config, data)
+    normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
+    scores = score_images(detector, normaliser(data.images[idx]), args.batch_size, args.device)
+    labels = data.labels[idx]
+    normal = config.get("normal", "no_sub")
+    try:
+        metrics = anomaly_metrics(scores, labels, data.class_names, normal)
+    except ValueError as err:
+        raise DataError(f"{args.data}: cannot evaluate: {err}") from err
+    metrics["test_set"] = {"data": str(Path(args.data).resolve()), "images": which,
+                           "n": int(len(idx))}
+    run_dir = Path(args.run)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", "class", "score"])
+    for i, lab, s in zip(idx, labels, scores, strict=True):
+        w.writerow([int(i), data.class_names[lab], repr(float(s))])
+    write_text_atomic(run_dir / "test_scores.csv", buf.getvalue())
+    au = metrics["auroc"]
+    print(f"{config['detector']} on {which}: " + ", ".join(
+        f"AUROC {k} {v:.3f}" for k, v in au.items()))
+    print(json.dumps({"n": metrics["n"]}))
+    print(f"wrote {run_dir / 'metrics.json'}")
+    return 0

@@ -1,0 +1,150 @@
+"""`darklens train`: train a detector on the normal images of a data set (or a simulator stream).
+
+The run directory RUN receives checkpoint.pt and losses.csv every epoch, then config.json
+(detector, training options, data fingerprint and split), weights.pt and normal_stats.json
+(scores of the normal validation images). ``--resume`` continues an interrupted run in RUN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from darklens.data.dataset import NORMALISATIONS, ImageDataset
+from darklens.data.formats import load_dataset
+from darklens.errors import DarklensError
+from darklens.evaluate.scoring import score_images
+from darklens.models.base import create_detector, list_detectors
+from darklens.models.persistence import save_run
+from darklens.train.data import SimulatorStream, detection_data, fingerprint
+from darklens.train.loop import TrainConfig, fit
+from darklens.train.rng import seed_everything
+
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an anomaly detector on normal images")
+    p.add_argument("--detector", required=True, help=f"one of: {', '.join(list_detectors())}")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="data set (HDF5 shards, DeepLense class folders)")
+    src.add_argument("--preset", help="train on an endless stream from this simulator preset")
+    p.add_argument("--normal", default="no_sub", help="the normal class (default no_sub)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--config", help="JSON object (or a .json file): detector options and "
+                   "training options, flat or as {\"detector\": {...}, \"train\": {...}}")
+    p.add_argument("--normalise", default="minmax", choices=NORMALISATIONS)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="normal images held out for `darklens evaluate`")
+    p.add_argument("--steps-per-epoch", type=int, default=50, help="with --preset")
+    p.add_argument("--val-size", type=int, default=200, help="validation images with --preset")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def parse_config(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--config`` -> (detector options, training options)."""
+    if not text:
+        return {}, {}
+    path = Path(text)
+    try:
+        raw = json.loads(path.read_text() if path.suffix == ".json" and path.is_file() else text)
+    except json.JSONDecodeError as err:
+        raise DarklensError(f"--config: not valid JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise DarklensError("--config must be a JSON object")
+    det = dict(raw.pop("detector", {}) or {})
+    train = dict(raw.pop("train", {}) or {})
+    for key, value in raw.items():  # flat keys: training option if TrainConfig knows it
+        (train if key in TRAIN_KEYS else det)[key] = value
+    return det, train
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.detector not in list_detectors():
+        raise DarklensError(f"unknown detector {args.detector!r}; "
+                            f"known: {', '.join(list_detectors())}")
+    det_opts, train_opts = parse_config(args.config)
+    out = Path(args.out)
+    if (out / "config.json").exists() and not args.resume:
+        raise DarklensError(f"{out} already holds a finished run; use --resume or another --out")
+
+    extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
+    if args.data:
+        data = load_dataset(args.data)
+        dd = detection_data(data, args.normal, args.seed, args.val_fraction, args.test_fraction,
+                            args.normalise)
+        train_set, val_set, normaliser = dd.train, dd.val, dd.normaliser
+        size, channels = data.images.shape[-1], data.images.shape[1]
+        extra["data"] = {"path": str(Path(args.data).resolve()), "n": len(data),
+                         "fingerprint": fingerprint(data), "class_names": list(data.class_names)}
+        extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
+                          "test_fraction": args.test_fraction, "n_train": len(dd.split.train),
+                          "n_val_normal": len(dd.val), "n_test": len(dd.split.test)}
+    else:
+        from darklens.data.dataset import Normaliser
+        from darklens.simulate.simulator import simulate_dataset
+
+        normaliser = Normaliser.fit(args.normalise, None) if args.normalise != "standard" \
+            else None
+        if normaliser is None:
+            raise DarklensError("--normalise standard needs --data (it is fitted on images)")
+        val_data = simulate_dataset(args.preset, args.val_size, seed=args.seed + 1,
+                                    classes=(args.normal,))
+        val_set = ImageDataset(val_data, None, normaliser)
+        batch = train_opts.get("batch_size", args.batch_size or 100)
+        train_set = SimulatorStream(args.preset, args.seed, args.steps_per_epoch * batch,
+                                    args.normal, normaliser)
+        train_opts.setdefault("steps_per_epoch", args.steps_per_epoch)
+        size, channels = val_data.images.shape[-1], val_data.images.shape[1]
+        extra["data"] = {"stream": args.preset, "stream_seed": args.seed,
+                         "val_seed": args.seed + 1, "n_val": args.val_size}
+    extra["normaliser"] = normaliser.to_dict()
+
+    seed_everything(args.seed)
+    try:
+        detector = create_detector(args.detector, image_size=int(size), in_channels=int(channels),
+                                   **det_opts)
+    except (TypeError, ValueError) as err:
+        raise DarklensError(f"bad options for detector {args.detector}: {err}") from err
+    values = {k: v for k, v in detector.train_defaults.items() if k in TRAIN_KEYS}
+    values.update(train_opts)
+    cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    values.update({k: v for k, v in cli.items() if v is not None})
+    values.update(seed=args.seed, out_dir=str(out), resume=args.resume, device=args.device,
+                  progress=not args.no_progress)
+    cfg = TrainConfig.from_dict(values)
+
+    start = time.perf_counter()
+    result = fit(detector, train_set, val_set, cfg)
+    val_scores = score_images(detector, _stack(val_set), device=args.device) if len(val_set) \
+        else np.zeros(0)
+    extra["train"] = asdict(cfg)
+    extra["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                       "best_val_loss": result.best_val_loss,
+                       "stopped_early": result.stopped_early, "seconds": result.seconds}
+    save_run(out, detector, normal_scores=val_scores, extra=extra)
+    took = time.perf_counter() - start
+    best = "" if result.best_val_loss is None else \
+        f", best validation loss {result.best_val_loss:.4g} (epoch {result.best_epoch})"
+    print(f"trained {args.detector} for {result.epochs_run} epoch(s) in {took:.1f} s{best}; "
+          f"run saved in {out}")
+    return 0
+
+
+def _stack(dataset: ImageDataset) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
