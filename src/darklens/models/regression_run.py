@@ -1,0 +1,155 @@
+"""A regression run directory: what was trained, on which images, and the weights of each member.
+
+Layout (written by ``darklens.train.regression.train_regression``)::
+
+    RUN/regression.json       config, targets, classes, image normalisation, target
+                              standardisation, data fingerprint, member summaries
+    RUN/split.json            indices (into the loaded training data) of train/val/test images
+    RUN/member-K/checkpoint.pt  per-epoch training state (resume)
+    RUN/member-K/log.csv        one row per epoch
+    RUN/member-K/weights.pt     final weights (best validation epoch), tensors only
+
+``load_regression_run`` rebuilds the ensemble without unpickling arbitrary objects
+(``torch.load(..., weights_only=True)``); ``predict_images`` runs it (with test-time
+augmentation) on a batch of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from darklens.data.dataset import Normaliser
+from darklens.data.lensdata import LensData
+from darklens.errors import CheckpointError, DataError
+from darklens.models.regressor import Regressor, predict_ensemble
+
+RUN_JSON = "regression.json"
+SPLIT_JSON = "split.json"
+WEIGHTS = "weights.pt"
+
+
+def member_dir(run_dir: str | os.PathLike, k: int) -> Path:
+    return Path(run_dir) / f"member-{k}"
+
+
+def data_fingerprint(data: LensData) -> str:
+    """SHA-256 of the images and labels: tells whether evaluation data are the training data."""
+    h = hashlib.sha256()
+    h.update(str(data.images.shape).encode())
+    h.update(np.ascontiguousarray(data.images, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: missing (is {path.parent} a regression run?)") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object with the {what}")
+    return obj
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``regression.json`` of a run, checked for the keys needed to rebuild it."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run directory")
+    info = read_json(run / RUN_JSON, "run description")
+    for key in ("targets", "model", "normaliser", "members"):
+        if key not in info:
+            raise CheckpointError(f"{run / RUN_JSON}: missing key {key!r}")
+    return info
+
+
+def read_split(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Train/val/test indices recorded by the training run."""
+    obj = read_json(Path(run_dir) / SPLIT_JSON, "split indices")
+    try:
+        return {k: np.asarray(obj[k], dtype=np.int64) for k in ("train", "val", "test")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{Path(run_dir) / SPLIT_JSON}: bad split ({err})") from err
+
+
+def build_model(info: dict[str, Any]) -> Regressor:
+    """An untrained regressor of the run's configuration."""
+    try:
+        return Regressor(**info["model"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"bad model config in {RUN_JSON}: {err}") from err
+
+
+def load_weights(model: Regressor, path: Path) -> Regressor:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing weights (did training finish?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated, or holding objects we refuse to unpickle
+        raise CheckpointError(f"{path}: cannot be loaded safely ({type(err).__name__})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model "
+                              f"({str(err).splitlines()[0]})") from err
+    return model.eval()
+
+
+@dataclass
+class RegressionRun:
+    """A trained ensemble (one member without ``--ensemble``) and its description."""
+
+    models: list[Regressor]
+    info: dict[str, Any]
+    normaliser: Normaliser
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.info["targets"])
+
+
+def load_regression_run(run_dir: str | os.PathLike) -> RegressionRun:
+    """Rebuild every member of a finished run (eval mode, CPU)."""
+    info = read_run_info(run_dir)
+    members = info["members"]
+    if not members:
+        raise CheckpointError(f"{Path(run_dir) / RUN_JSON}: no trained members")
+    models = [load_weights(build_model(info), member_dir(run_dir, k) / WEIGHTS)
+              for k in range(len(members))]
+    return RegressionRun(models, info, Normaliser.from_dict(info["normaliser"]))
+
+
+def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
+                   batch_size: int = 256, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sigma), each (N, T), for images (N, 1, H, W) in the run's physical units."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise DataError(f"expected images of shape (N, 1, H, W), got {images.shape}")
+    shape = run.info.get("image_shape")
+    if shape and list(images.shape[2:]) != list(shape):
+        raise DataError(f"images are {images.shape[2]}x{images.shape[3]} but the model was "
+                        f"trained on {shape[0]}x{shape[1]}")
+    for m in run.models:
+        m.to(device).eval()
+    means, sigmas = [], []
+    for lo in range(0, len(images), batch_size):
+        x = torch.from_numpy(run.normaliser(images[lo:lo + batch_size])).to(device)
+        mu, var = predict_ensemble(run.models, x, tta=tta)
+        means.append(mu.cpu().numpy())
+        sigmas.append(np.sqrt(var.cpu().numpy()))
+    t = len(run.targets)
+    if not means:
+        return np.zeros((0, t)), np.zeros((0, t))
+    return np.concatenate(means), np.concatenate(sigmas)
