@@ -6,12 +6,14 @@ import numpy as np
 import torch
 
 from darklens.models.base import Detector
+from darklens.train.loop import resolve_device
 
 
 @torch.no_grad()
 def score_images(detector: Detector, images: np.ndarray | torch.Tensor, batch_size: int = 256,
                  device: str | torch.device = "cpu") -> np.ndarray:
-    """Anomaly scores (N,) float64 for images (N, C, H, W); checks the result is finite."""
+    """Anomaly scores (N,) float64 for images (N, C, H, W); checks the result's shape."""
+    device = resolve_device(device)
     detector.eval().to(device)
     x = torch.as_tensor(images, dtype=torch.float32)
     out = [detector.score(chunk.to(device)).double().cpu() for chunk in x.split(batch_size)]

@@ -111,7 +111,8 @@ def _images_of(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda if available, else cpu; other names as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -229,7 +230,7 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
     validation weights if ``restore_best`` (and validation data) are set, else the last ones.
     """
     cfg = config or TrainConfig()
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ckpt_path = out_dir / CHECKPOINT if out_dir else None
     is_main = dd.rank() == 0
