@@ -43,8 +43,8 @@ reference mode). Every score is reported so the choice can be checked.
 Collapse watch: a large beta can drive every z to the mode (AUROC 0.5). The median over
 dimensions of the batch standard deviation of z is tracked (buffers ``z_std_initial``,
 ``z_std_peak``, ``z_std_last``), and so is a running mean of the InfoNCE bound. When the spread
-falls below ``collapse_ratio`` x its peak or below ``collapse_abs``, or the bound falls below
-``collapse_mi`` x log K (z no longer tells images apart, whatever its scale), a
+falls below ``collapse_ratio`` x its peak or below ``collapse_abs``, or the bound stays below
+``collapse_mi`` x log K (z does not tell images apart) while the spread shrinks to half its peak, a
 ``CollapseWarning`` is raised once and the buffer ``collapsed`` is set.
 
 Semi-supervised form: with labelled anomalies (``set_labelled_anomalies`` or a batch dict with
@@ -324,9 +324,10 @@ class InfoTheoretic(Detector):
         """Track the spread of z and the InfoNCE bound; flag and warn once on collapse.
 
         Collapse: the median per-dimension std of z falls below ``collapse_ratio`` x its peak
-        (or its first value) or below ``collapse_abs``; or, after 10 steps, the running mean
-        of the mutual-information bound falls below ``collapse_mi`` x log K (z then no longer
-        tells the images of a batch apart, whatever its scale).
+        or below ``collapse_abs``; or, after 10 steps, the running mean of the InfoNCE bound is
+        below ``collapse_mi`` x log K (z does not tell the images of a batch apart) while the
+        spread has fallen below half its peak (z is being pulled to the mode). The second
+        condition keeps an early network that has not learned anything yet from being flagged.
         """
         if z.shape[0] < 2:
             return
@@ -344,7 +345,8 @@ class InfoTheoretic(Detector):
             self.steps += 1
             ema = mi if torch.isnan(self.mi_ema) else 0.9 * self.mi_ema + 0.1 * mi
             self.mi_ema.copy_(ema)
-            if int(self.steps) >= 10 and ema < self.config["collapse_mi"] * math.log(k):
+            floor = self.config["collapse_mi"] * math.log(k)
+            if int(self.steps) >= 10 and ema < floor and spread < 0.5 * self.z_std_peak:
                 reason = (f"InfoNCE bound {float(ema):.3g} nats, under "
                           f"{self.config['collapse_mi']} x log K = "
                           f"{self.config['collapse_mi'] * math.log(k):.3g}")
