@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=50, help="with --preset")
     p.add_argument("--val-size", type=int, default=200, help="validation images with --preset")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--labelled-anomalies", metavar="DIR",
+                   help="labelled anomalous images for a semi-supervised detector "
+                   "(infotheoretic); every class other than --normal counts as anomalous")
+    p.add_argument("--n-labelled", type=int, default=10,
+                   help="labelled anomalies used per anomaly class (default 10)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -121,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
                                    **det_opts)
     except (TypeError, ValueError) as err:
         raise DarklensError(f"bad options for detector {args.detector}: {err}") from err
+    if args.labelled_anomalies:
+        extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser)
     values = {k: v for k, v in detector.train_defaults.items() if k in TRAIN_KEYS}
     values.update(train_opts)
     cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
@@ -137,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     extra["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                        "best_val_loss": result.best_val_loss,
                        "stopped_early": result.stopped_early, "seconds": result.seconds}
+    if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
+        extra["diagnostics"] = detector.diagnostics()
     save_run(out, detector, normal_scores=val_scores, extra=extra)
     took = time.perf_counter() - start
     best = "" if result.best_val_loss is None else \
@@ -144,6 +153,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {args.detector} for {result.epochs_run} epoch(s) in {took:.1f} s{best}; "
           f"run saved in {out}")
     return 0
+
+
+def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any) -> dict[str, Any]:
+    """Give a semi-supervised detector its labelled anomalies (normalised like the training set)."""
+    if not hasattr(detector, "set_labelled_anomalies"):
+        raise DarklensError(f"--labelled-anomalies: detector {args.detector} does not use "
+                            "labelled anomalies (use --detector infotheoretic)")
+    from darklens.models.infotheoretic import select_labelled
+
+    data = load_dataset(args.labelled_anomalies)
+    picked = select_labelled(data, args.n_labelled, seed=args.seed, normal=args.normal)
+    detector.set_labelled_anomalies(torch.as_tensor(normaliser(picked.numpy())))
+    return {"path": str(Path(args.labelled_anomalies).resolve()),
+            "n_per_class": args.n_labelled, "n": int(picked.shape[0])}
 
 
 def _stack(dataset: ImageDataset) -> torch.Tensor:
