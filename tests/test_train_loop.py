@@ -39,7 +39,7 @@ class Interrupt(Exception):
     ("dcae", {"optimizer": "sgd", "scheduler": "cosine", "lr": 0.05}),  # BatchNorm buffers
 ])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(name, extra, tmp_path):
-    train, val = _data(96, 0), _data(32, 1)
+    train, val = _data(64, 0), _data(16, 1)
     epochs: list[int] = []
 
     def run(out, resume=False, stop_at=None):

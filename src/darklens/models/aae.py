@@ -74,7 +74,9 @@ class AAE(Detector):
             z_prior = torch.randn(batch.shape[0], self.config["latent_dim"],
                                   device=batch.device) * self.prior_std
             d_real = self.discriminator(z_prior)
-            d_fake = self.discriminator(self.encoder(batch).detach())
+            with torch.no_grad():  # the encoder is not stepped here
+                z_enc = self.encoder(batch)
+            d_fake = self.discriminator(z_enc)
             return -torch.mean(torch.log(d_real + EPS) + torch.log(1 - d_fake + EPS))
         if part == "gen":
             return -torch.mean(torch.log(self.discriminator(self.encoder(batch)) + EPS))
