@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from darklens.data.formats import write_deeplense_folder
+from toy_lenses import toy_lensdata
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
@@ -39,3 +42,16 @@ def test_two_process_ddp_run_keeps_ranks_identical(tmp_path):
                   for r in reports]
         assert losses[0] != losses[1]
         assert (tmp_path / name / "checkpoint.pt").is_file()  # written by rank 0
+
+
+def test_darklens_train_under_torchrun(tmp_path):
+    write_deeplense_folder(tmp_path / "data", toy_lensdata(40, size=32, seed=0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "darklens.cli", "train", "--detector", "dcae", "--data", str(tmp_path / "data"),
+           "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "8",
+           "--no-progress", "--config", '{"latent_dim": 8}']
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["result"]["epochs_run"] == 2

@@ -3,6 +3,9 @@
 The run directory RUN receives checkpoint.pt and losses.csv every epoch, then config.json
 (detector, training options, data fingerprint and split), weights.pt and normal_stats.json
 (scores of the normal validation images). ``--resume`` continues an interrupted run in RUN.
+
+Data-parallel: ``torchrun --standalone --nproc_per_node=N -m darklens.cli train ...`` trains
+with DDP (gloo on CPU, nccl on GPU); rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from darklens.errors import DarklensError
 from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector, list_detectors
 from darklens.models.persistence import save_run
+from darklens.train import distributed as dd
 from darklens.train.data import SimulatorStream, detection_data, fingerprint
 from darklens.train.loop import TrainConfig, fit
 from darklens.train.rng import seed_everything
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise DarklensError(f"unknown detector {args.detector!r}; "
                             f"known: {', '.join(list_detectors())}")
     det_opts, train_opts = parse_config(args.config)
+    dd.init_from_env("nccl" if args.device.startswith("cuda") else "gloo")
     out = Path(args.out)
     if (out / "config.json").exists() and not args.resume:
         raise DarklensError(f"{out} already holds a finished run; use --resume or another --out")
@@ -91,15 +96,16 @@ def run(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
     if args.data:
         data = load_dataset(args.data)
-        dd = detection_data(data, args.normal, args.seed, args.val_fraction, args.test_fraction,
-                            args.normalise)
-        train_set, val_set, normaliser = dd.train, dd.val, dd.normaliser
+        det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
+                                  args.test_fraction, args.normalise)
+        train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
         size, channels = data.images.shape[-1], data.images.shape[1]
         extra["data"] = {"path": str(Path(args.data).resolve()), "n": len(data),
                          "fingerprint": fingerprint(data), "class_names": list(data.class_names)}
         extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
-                          "test_fraction": args.test_fraction, "n_train": len(dd.split.train),
-                          "n_val_normal": len(dd.val), "n_test": len(dd.split.test)}
+                          "test_fraction": args.test_fraction,
+                          "n_train": len(det_data.split.train),
+                          "n_val_normal": len(det_data.val), "n_test": len(det_data.split.test)}
     else:
         from darklens.data.dataset import Normaliser
         from darklens.simulate.simulator import simulate_dataset
@@ -138,15 +144,20 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = fit(detector, train_set, val_set, cfg)
+    if dd.rank() != 0:
+        dd.shutdown()
+        return 0
     val_scores = score_images(detector, _stack(val_set), device=args.device) if len(val_set) \
         else np.zeros(0)
     extra["train"] = asdict(cfg)
+    extra["world_size"] = dd.world_size()
     extra["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                        "best_val_loss": result.best_val_loss,
                        "stopped_early": result.stopped_early, "seconds": result.seconds}
     if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
         extra["diagnostics"] = detector.diagnostics()
     save_run(out, detector, normal_scores=val_scores, extra=extra)
+    dd.shutdown()
     took = time.perf_counter() - start
     best = "" if result.best_val_loss is None else \
         f", best validation loss {result.best_val_loss:.4g} (epoch {result.best_epoch})"

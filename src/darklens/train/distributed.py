@@ -36,6 +36,12 @@ def init_from_env(backend: str = "gloo") -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group, if any."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def broadcast_module(module: nn.Module, buffers_only: bool = False) -> None:
     """Copy rank 0's parameters and buffers (or buffers only) to every rank."""
     if not is_distributed():
