@@ -45,10 +45,11 @@ PUBLISHED = [("DeepLense XResNet18Hybrid (200 GPU epochs)", 0.126),
              ("DeepLense ResNet34", 0.133)]
 
 
-def throughput(arch: str, batch_size: int, n_pix: int, device: str, steps: int = 8) -> float:
+def throughput(arch: str, norm: str, batch_size: int, n_pix: int, device: str,
+               steps: int = 8) -> float:
     """Training images per second of one member (forward, backward, step, augmentation)."""
     torch.manual_seed(0)
-    model = Regressor([TARGET], arch).to(device).train()
+    model = Regressor([TARGET], arch, norm=norm).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.rand(batch_size, 1, n_pix, n_pix)
     y = torch.randn(batch_size, 1, device=device)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--arch", help="small | resnet18 | resnet34 (default by mode)")
     p.add_argument("--epochs", type=int, help="default: from the budget (CPU) or 100 (full)")
     p.add_argument("--ensemble", type=int, default=1)
+    p.add_argument("--norm", choices=("batch", "group"), default="batch")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--beta", type=float, default=0.0)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     sim_seconds = time.perf_counter() - t0
 
     budget = None if full else args.cpu_minutes * 60
-    rate = throughput(arch, args.batch_size, train_data.images.shape[-1], device)
+    rate = throughput(arch, args.norm, args.batch_size, train_data.images.shape[-1], device)
     n_fit = int(round(0.9 * n_train))
     if args.epochs:
         epochs = args.epochs
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"simulated {n_train} + {args.n_test} images in {sim_seconds:.0f}s; "
           f"{arch}: {rate:.0f} training img/s -> {epochs} epochs")
 
-    cfg = RegressionConfig(targets=[TARGET], arch=arch, epochs=epochs,
+    cfg = RegressionConfig(targets=[TARGET], arch=arch, norm=args.norm, epochs=epochs,
                            batch_size=args.batch_size, lr=args.lr, beta=args.beta,
                            patience=None, ensemble=args.ensemble, seed=args.seed,
                            val_fraction=0.1, test_fraction=0.0, time_limit=budget,

@@ -119,3 +119,13 @@ def test_resnet_layouts(arch, blocks):
     assert mu.shape == lv.shape == (2, 1)
     with pytest.raises(ValueError):
         Regressor(["t"], "resnet50")
+
+
+def test_group_norm_behaves_alike_in_train_and_eval():
+    model = Regressor(["t"], "small", norm="group")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(4, 1, 16, 16)
+    train_out = model.train()(x)[0]
+    assert torch.allclose(train_out, model.eval()(x)[0], atol=1e-6)
+    with pytest.raises(ValueError):
+        Regressor(["t"], "small", norm="layer")

@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--arch", choices=list(ARCHS), default="small")
+    t.add_argument("--norm", choices=("batch", "group"), default="batch",
+                   help="normalisation layers (group: no running statistics)")
     t.add_argument("--ensemble", type=int, default=1, help="deep-ensemble members")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=64)
@@ -95,7 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not targets:
         raise DarklensError("--target needs at least one metadata column name")
     cfg = RegressionConfig(
-        targets=targets, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        targets=targets, arch=args.arch, norm=args.norm, epochs=args.epochs,
+        batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay,
         patience=args.patience if args.patience > 0 else None, beta=args.beta,
         augment=not args.no_augment, ensemble=args.ensemble, seed=args.seed,

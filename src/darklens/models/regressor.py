@@ -45,19 +45,29 @@ ARCHS: dict[str, dict[str, Any]] = {
 LOGVAR_MIN, LOGVAR_MAX = -14.0, 8.0  # in standardised units: sigma from 1e-3 to 55 std
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and an identity (or 1x1 projection) shortcut."""
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``batch``: BatchNorm2d; ``group``: GroupNorm with 8 channels per group (no running
+    statistics, so training and evaluation behave alike, whatever the batch size)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(max(1, channels // 8), channels)
+    raise ValueError(f"unknown norm {kind!r}; use batch or group")
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with normalisation and an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
+        self.bn1 = make_norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        self.bn2 = make_norm(norm, c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+                                          make_norm(norm, c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -69,17 +79,17 @@ class ResNetBackbone(nn.Module):
     """Stem + stages of basic blocks + global average pooling -> (B, widths[-1])."""
 
     def __init__(self, widths: Sequence[int], blocks: Sequence[int], strides: Sequence[int],
-                 in_channels: int = 1) -> None:
+                 in_channels: int = 1, norm: str = "batch") -> None:
         super().__init__()
         if not widths or not len(widths) == len(blocks) == len(strides):
             raise ValueError("widths, blocks and strides must be non-empty and of equal length")
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+                                  make_norm(norm, widths[0]), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         c = widths[0]
         for w, n, s in zip(widths, blocks, strides, strict=True):
             for j in range(n):
-                layers.append(BasicBlock(c, w, stride=s if j == 0 else 1))
+                layers.append(BasicBlock(c, w, stride=s if j == 0 else 1, norm=norm))
                 c = w
         self.stages = nn.Sequential(*layers)
         self.out_features = c
@@ -97,7 +107,7 @@ class Regressor(nn.Module):
     def __init__(self, targets: Sequence[str], arch: str = "small", in_channels: int = 1,
                  dropout: float = 0.0, widths: Sequence[int] | None = None,
                  blocks: Sequence[int] | None = None,
-                 strides: Sequence[int] | None = None) -> None:
+                 strides: Sequence[int] | None = None, norm: str = "batch") -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(ARCHS)}")
@@ -110,8 +120,8 @@ class Regressor(nn.Module):
         self.targets = tuple(targets)
         self.config = {"targets": list(self.targets), "arch": arch, "in_channels": in_channels,
                        "dropout": dropout, "widths": list(widths), "blocks": list(blocks),
-                       "strides": list(strides)}
-        self.backbone = ResNetBackbone(widths, blocks, strides, in_channels)
+                       "strides": list(strides), "norm": norm}
+        self.backbone = ResNetBackbone(widths, blocks, strides, in_channels, norm)
         t = len(self.targets)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.out_features, 2 * t))
         nn.init.zeros_(self.head[1].bias)

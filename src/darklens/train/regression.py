@@ -84,6 +84,7 @@ class RegressionConfig:
     patience: int | None = 10  # early stopping on the validation NLL
     beta: float = 0.0  # beta-NLL exponent (0: plain Gaussian NLL)
     dropout: float = 0.0
+    norm: str = "batch"  # batch | group (normalisation layers of the ResNet)
     augment: bool = True  # random dihedral transform per training image
     ensemble: int = 1
     seed: int = 0
@@ -157,7 +158,7 @@ def regression_subset(data: LensData, targets: Sequence[str],
     finite = np.isfinite(values).all(axis=1)
     for j, t in enumerate(targets):
         nan = in_class & ~np.isfinite(values[:, j])
-        if nan.all() or (nan.sum() == in_class.sum()):
+        if nan.sum() == in_class.sum():
             hint = ""
             if t == "log10_axion_mass":
                 preset = data.attrs.get("preset", {}) if isinstance(data.attrs, dict) else {}
@@ -352,7 +353,8 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         if old.get("data", {}).get("fingerprint") != fingerprint:
             raise CheckpointError(f"{out}: was trained on other data; cannot resume with "
                                   f"{source}")
-        keys = ("targets", "arch", "ensemble", "seed", "val_fraction", "test_fraction")
+        keys = ("targets", "arch", "norm", "ensemble", "seed", "val_fraction",
+                "test_fraction")
         diff = [k for k in keys if old.get("config", {}).get(k) != config_dict[k]]
         if diff:
             raise CheckpointError(f"{out}: cannot resume with different {', '.join(diff)}")
@@ -372,7 +374,10 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
     x_tr, y_tr = tensors(split.train)
     x_va, y_va = tensors(split.val)
     seed_everything(cfg.seed)
-    model_cfg = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout).config
+    try:
+        model_cfg = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm).config
+    except ValueError as err:
+        raise DarklensError(str(err)) from None
     info: dict[str, Any] = {
         "kind": "regression",
         "darklens_version": __version__,
@@ -403,7 +408,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
     per_member = cfg.time_limit / cfg.ensemble if cfg.time_limit else None
     for k in range(cfg.ensemble):
         seed_everything(cfg.seed + 1000 * k)
-        model = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout)
+        model = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm)
         model.set_standardisation(t_mean, t_std)
         summary = _train_member(k, cfg, model, x_tr, y_tr, x_va, y_va, member_dir(out, k),
                                 resume, per_member, log)
