@@ -160,6 +160,9 @@ def test_bad_options_and_mismatched_checkpoints_are_clear_errors(tmp_path):
         TrainConfig.from_dict({"epochs": 1, "lr_max": 3})
     fit(det, _data(16, 0), None, TrainConfig(epochs=1, batch_size=8, out_dir=str(tmp_path),
                                              progress=False))
+    with pytest.raises(CheckpointError, match="same number of epochs"):
+        fit(det, _data(16, 0), None, TrainConfig(epochs=3, batch_size=8, out_dir=str(tmp_path),
+                                                 resume=True, progress=False))
     other = create_detector("cvae", image_size=SIZE, latent_dim=8)
     with pytest.raises(CheckpointError, match="for detector 'dcae'"):
         fit(other, _data(16, 0), None, TrainConfig(epochs=2, out_dir=str(tmp_path), resume=True,

@@ -262,6 +262,11 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
         if ck.get("detector") != detector.name:
             raise CheckpointError(f"{ckpt_path}: checkpoint is for detector "
                                   f"{ck.get('detector')!r}, not {detector.name!r}")
+        saved_epochs = ck.get("train_config", {}).get("epochs", cfg.epochs)
+        if schedulers and saved_epochs != cfg.epochs:
+            raise CheckpointError(f"{ckpt_path}: the run was started with {saved_epochs} epochs "
+                                  f"and a {cfg.scheduler} schedule spread over them; resume "
+                                  f"with the same number of epochs (not {cfg.epochs})")
         try:
             detector.load_state_dict(ck["model"])
             for name, opt in optimizers.items():
