@@ -1,7 +1,7 @@
 """Tiny synthetic lens-like images for detector tests: elliptical Gaussian rings plus noise.
 
-An "anomaly" is a normal image with a bright compact blob added somewhere on the ring's
-annulus: easy to detect, so any working detector must separate it (AUROC well above 0.9).
+An "anomaly" is a normal image with a bright compact blob (three times the ring's peak) added
+inside the ring: easy to detect, so any working detector must separate it (AUROC above 0.9).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def add_blobs(images: np.ndarray, seed: int = 1, amplitude: float = 3.0) -> np.n
 
 
 def toy_lensdata(n_per_class: int, size: int = 32, seed: int = 0) -> LensData:
-    """no_sub = rings; cdm = rings with a blob; vortex = rings with two fainter blobs."""
+    """no_sub = rings; cdm = rings with one blob; vortex = rings with two fainter blobs."""
     normal = rings(3 * n_per_class, size, seed)
     cdm = add_blobs(normal[n_per_class : 2 * n_per_class], seed + 1)
     vortex = add_blobs(add_blobs(normal[2 * n_per_class :], seed + 2, 2.0), seed + 3, 2.0)
