@@ -29,14 +29,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from darklens import __version__
+from darklens.evaluate.population import TrainingPrior, infer_shared_value
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.io import write_json_atomic
 from darklens.models.regression_run import load_regression_run, predict_images
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
-from darklens.simulate.presets import get_preset
+from darklens.simulate.presets import get_preset, with_overrides
 from darklens.simulate.simulator import simulate_dataset
 from darklens.train.regression import RegressionConfig, train_regression
 
@@ -67,6 +69,35 @@ def throughput(arch: str, norm: str, batch_size: int, n_pix: int, device: str,
     return steps * batch_size / (time.perf_counter() - t0)
 
 
+def population_check(run, preset, truths: list[float], sizes: list[int], seed: int,
+                     device: str) -> list[dict]:
+    """One axion mass shared by N lenses: simulate them, predict each, combine.
+
+    The training prior (log10 m uniform, from the preset's log-uniform axion-mass prior) is
+    divided out (``infer_shared_value``); the naive inverse-variance mean is shown beside it.
+    """
+    ax = preset.axion_mass
+    if ax.kind != "loguniform":
+        raise SystemExit(f"population check needs a log-uniform axion-mass prior, not {ax.kind}")
+    prior = TrainingPrior.uniform(math.log10(ax.low), math.log10(ax.high))
+    rows = []
+    for j, truth in enumerate(truths):
+        pop = with_overrides(preset, {"axion_mass": str(10.0**truth)})
+        data = simulate_dataset(pop, max(sizes), seed=seed + 20_000 + j, classes=("vortex",))
+        mean, sigma = predict_images(run, data.images, tta=True, device=device)
+        for n in sizes:
+            mu, sd = mean[:n, 0], sigma[:n, 0]
+            res = infer_shared_value(mu, sd, prior, parameter=TARGET)
+            w = 1 / sd**2
+            naive = float(np.sum(w * mu) / w.sum())
+            lo, hi = res.interval_68
+            rows.append({"truth": truth, "n": n, **res.to_dict(), "naive_mean": naive,
+                         "naive_std": float(1 / np.sqrt(w.sum())),
+                         "in_68": bool(lo <= truth <= hi),
+                         "in_95": bool(res.interval_95[0] <= truth <= res.interval_95[1])})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = p.add_mutually_exclusive_group()
@@ -85,6 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--run-dir", help="keep the run here (default: a temporary folder)")
+    p.add_argument("--population", default="-23.5,-23,-22.5",
+                   help="true log10 axion masses of shared-mass populations ('' to skip)")
+    p.add_argument("--population-sizes", default="10,50")
     p.add_argument("--out", default="benchmarks/results/regression.json")
     args = p.parse_args(argv)
 
@@ -136,6 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
             results["tta" if tta else "plain"] = metrics_per_target([TARGET], truth, mean,
                                                                     sigma)[TARGET]
         eval_seconds = time.perf_counter() - t2
+        truths = [float(v) for v in args.population.split(",") if v.strip()]
+        sizes = [int(v) for v in args.population_sizes.split(",") if v.strip()]
+        population = population_check(run, preset, truths, sizes, args.seed, device) \
+            if truths and sizes else []
 
     report = {
         "benchmark": "regression",
@@ -150,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_images_per_second": rate,
         "seconds": {"simulate": sim_seconds, "train": train_seconds, "evaluate": eval_seconds},
         "metrics": results,
+        "population": population,
         "published": {name: mae for name, mae in PUBLISHED},
         "config": {**vars(args), "device": device},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -169,6 +208,15 @@ def main(argv: list[str] | None = None) -> dict:
               f"{m['r2']:.3f} | {m['coverage_68']:.3f} | {m['coverage_95']:.3f} |")
     for name, mae in PUBLISHED:
         print(f"| {name} | published | {mae:.3f} | | | | |")
+    if population:
+        print("\nOne axion mass shared by N lenses (training prior divided out):\n")
+        print("| true log10 m | N | estimate +- std | 68% interval | naive mean +- std |")
+        print("|---|---|---|---|---|")
+        for r in population:
+            lo, hi = r["interval_68"]
+            print(f"| {r['truth']:.2f} | {r['n']} | {r['mean']:.3f} +- {r['std']:.3f} | "
+                  f"[{lo:.3f}, {hi:.3f}]{'' if r['in_68'] else ' (misses)'} | "
+                  f"{r['naive_mean']:.3f} +- {r['naive_std']:.3f} |")
     if not math.isfinite(results["tta"]["mae"]):
         raise SystemExit("non-finite MAE")
     write_json_atomic(args.out, report)
