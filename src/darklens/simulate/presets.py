@@ -262,9 +262,27 @@ PHYSICAL = dataclasses.replace(
 
 DEMO = Preset(
     name="demo",
-    description="Small, noisy 64x64 set with clearly visible substructure, for CPU demos: SIE "
-    "+ shear, Poisson(8) subhalos of 1e9-1e10 M_sun near the ring, vortex line mass of "
-    "1-3e10 M_sun, S/N 40-80.",
+    description="Small 64x64 set for CPU demos, in DeepLense's fixed-lens design (the smooth lens "
+    "and source shape are fixed; only the source position varies), S/N 80-120, with clearly "
+    "visible substructure: Poisson(8) subhalos of 3e9-3e10 M_sun near the ring, a vortex line "
+    "mass of 3-6e10 M_sun.",
+    theta_e=fixed(1.2),
+    lens_q=fixed(0.85),
+    lens_phi=fixed(0.0),
+    lens_center=fixed(0.0),
+    shear_gamma=fixed(0.03),
+    shear_angle=fixed(0.0),
+    source_r_eff=fixed(0.25),
+    source_n=fixed(1.0),
+    source_q=fixed(0.8),
+    source_phi=fixed(0.5),
+    source_offset_kind="box",
+    source_offset=uniform(-0.3, 0.3),
+    cdm_mass_min=3e9,
+    cdm_mass_max=3e10,
+    cdm_radius=uniform(0.8, 1.6),
+    vortex_mass=uniform(3e10, 6e10),
+    snr=uniform(80.0, 120.0),
 )
 
 PRESETS: dict[str, Preset] = {
