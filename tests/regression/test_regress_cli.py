@@ -18,7 +18,7 @@ from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import simulate_dataset
 from darklens.train.regression import RegressionConfig, regression_subset, train_regression
 
-SMALL = {"n_pix": "32", "pixel_scale": "0.12", "supersample": "1"}
+SMALL = {"n_pix": "32", "pixel_scale": "0.12", "supersample": "1", "theta_e": "uniform:1.0:1.4"}
 KEYS = ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95")
 
 
