@@ -264,8 +264,8 @@ DEMO = Preset(
     name="demo",
     description="Small 64x64 set for CPU demos, in DeepLense's fixed-lens design (the smooth "
     "lens and source shape are fixed up to a rotation; the source position varies), S/N 80-120, "
-    "with clearly visible substructure: Poisson(8) subhalos of 3e9-3e10 M_sun near the ring, a vortex line "
-    "mass of 3-6e10 M_sun.",
+    "with clearly visible substructure: Poisson(8) subhalos of 3e9-3e10 M_sun near the ring, "
+    "a vortex line mass of 3-6e10 M_sun.",
     theta_e=fixed(1.2),
     lens_q=fixed(0.85),
     lens_center=fixed(0.0),
