@@ -63,18 +63,19 @@ MODES = {
 }
 
 
-def preset_for(n_pix: int):
-    """`model-a`, resampled to ``n_pix`` pixels over the same field of view."""
+def preset_for(n_pix: int, overrides: dict[str, str] | None = None):
+    """`model-a`, resampled to ``n_pix`` pixels over the same field of view (+ overrides)."""
     base = get_preset("model-a")
-    if n_pix == base.n_pix:
-        return base
-    scale = base.pixel_scale * base.n_pix / n_pix
-    return get_preset("model-a", {"n_pix": str(n_pix), "pixel_scale": repr(scale)})
+    changes = dict(overrides or {})
+    if n_pix != base.n_pix:
+        changes.update(n_pix=str(n_pix), pixel_scale=repr(base.pixel_scale * base.n_pix / n_pix))
+    return get_preset("model-a", changes or None)
 
 
-def simulate_sets(mode: dict, seed: int) -> tuple[LensData, LensData]:
+def simulate_sets(mode: dict, seed: int,
+                  overrides: dict[str, str] | None = None) -> tuple[LensData, LensData]:
     """(training no_sub images, test set) from independent seeds."""
-    preset = preset_for(mode["n_pix"])
+    preset = preset_for(mode["n_pix"], overrides)
     train = simulate_dataset(preset, mode["n_train"], seed=seed, classes=("no_sub",))
     normal = simulate_dataset(preset, mode["n_test_normal"], seed=seed + 1, classes=("no_sub",))
     anomal = simulate_dataset(preset, mode["n_test_anomaly"], seed=seed + 1,
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="override every detector's epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="override a model-a preset field (as `darklens simulate --set`)")
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         mode["n_train"] = args.n_train
 
     t0 = time.perf_counter()
-    train, test = simulate_sets(mode, args.seed)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    train, test = simulate_sets(mode, args.seed, overrides)
     sim_s = time.perf_counter() - t0
     print(f"simulated {len(train)} training and {len(test)} test images "
           f"({mode['n_pix']}x{mode['n_pix']}) in {sim_s:.0f} s", flush=True)
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     report = {
         "benchmark": "deeplense_2020", "mode": mode_name, "protocol": mode, "seed": args.seed,
+        "preset_overrides": overrides,
         "published_model_a": PUBLISHED_MODEL_A, "simulate_seconds": sim_s,
         "total_seconds": time.perf_counter() - t0, "results": results,
         "versions": {"darklens": __version__, "torch": torch.__version__,
