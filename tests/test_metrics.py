@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from darklens.evaluate.metrics import anomaly_metrics, tpr_at_fpr
+from reference import deeplense_reference
 
-REFERENCE = Path("/work/shared/deeplense-reference/unsupervised_lensing_2020_scores.npz")
-if not REFERENCE.exists():  # a checkout next to the shared folder
-    REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "deeplense-reference" / \
-        "unsupervised_lensing_2020_scores.npz"
+REFERENCE = deeplense_reference() / "unsupervised_lensing_2020_scores.npz"
 
 
 def test_known_answer():

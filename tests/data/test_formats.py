@@ -26,8 +26,9 @@ from darklens.data.formats import (
 )
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.errors import DataError
+from reference import deeplense_reference
 
-REFERENCE = Path("/work/shared/deeplense-reference/images")
+REFERENCE = deeplense_reference() / "images"
 
 
 def assert_same(a: LensData, b: LensData, metadata: list[str] | None = None) -> None:

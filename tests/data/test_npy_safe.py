@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from darklens.data.npy_safe import load_npy, read_npy_header, save_npy
 from darklens.errors import DataError
+from reference import deeplense_reference
 
 RNG = np.random.default_rng(1)
 IMAGE = RNG.normal(size=(8, 8)).astype(np.float32)
@@ -67,7 +68,7 @@ def test_save_load_round_trip_is_bitwise(tmp_path: Path) -> None:
 
 
 def test_real_deeplense_images_load() -> None:
-    root = Path("/work/shared/deeplense-reference/images")
+    root = deeplense_reference() / "images"
     if not root.is_dir():
         pytest.skip("DeepLense reference images not available")
     for name in ("nosub", "cdm", "axion"):
