@@ -70,6 +70,9 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "cpu"  # cpu | cuda | auto
     progress: bool = True
+    # Time budget: stop after an epoch when another epoch (at the mean epoch time so far) would
+    # pass this many minutes of training in total (resumed time included). At least one epoch.
+    max_minutes: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -92,6 +95,7 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     checkpoint: str | None = None
+    stopped_by_time: bool = False  # ``max_minutes`` ended training before ``epochs``
 
 
 class _Images:
@@ -385,6 +389,12 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
             on_epoch_end(epoch + 1, row)
         if stop:
             break
+        if cfg.max_minutes is not None and epoch + 1 < cfg.epochs:
+            spent = prior_seconds + time.perf_counter() - start
+            per_epoch = spent / max(1, epoch + 1)
+            if dd.any_rank(spent + per_epoch > 60.0 * cfg.max_minutes):
+                result.stopped_by_time = True
+                break
 
     if cfg.restore_best and best_state is not None:
         detector.load_state_dict(best_state)
