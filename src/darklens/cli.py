@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "score",
     "regress",
+    "benchmark",
+    "sweep",
 )
 
 

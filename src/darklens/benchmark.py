@@ -1,0 +1,440 @@
+"""`darklens benchmark`: every detector on identical data, splits, budget and test set.
+
+Protocol. One data set (simulated from a preset into ``OUT/data``, or ``--data``). For every
+seed s, the split of ``darklens train`` with seed s (normal images cut into train / validation /
+test; anomalies never trained on, shared between validation and test): every detector of seed s
+trains on the same normal training images, stops early on the same normal validation images and
+is scored on the same test images. A time budget (``budget_minutes``) is divided equally over
+the runs that train (kNN trains nothing); each run first times a few training steps on a
+throw-away copy of its detector, plans the number of epochs that fits its share (so that
+learning-rate schedules end where they should), and the training loop stops anyway when the
+share is used (``TrainConfig.max_minutes``).
+
+Layout of ``OUT``::
+
+    OUT/data/                          simulated HDF5 shards (unless --data)
+    OUT/runs/<detector>-seed<s>/       a `darklens train` run directory (config.json,
+                                       weights.pt, losses.csv, normal_stats.json) plus
+                                       test_scores.csv and result.json
+    OUT/results.json                   every run and the summary (mean and std over seeds)
+
+Interrupted benchmarks resume: a run whose ``result.json`` holds the same key (detector,
+options, data fingerprint, split, epochs cap, budget) is not trained again; a run cut short
+continues from its checkpoint with the epochs it had planned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from darklens import __version__
+from darklens.data.formats import load_dataset
+from darklens.data.lensdata import LensData
+from darklens.errors import DarklensError
+from darklens.evaluate.metrics import anomaly_metrics
+from darklens.evaluate.scoring import score_images
+from darklens.io import write_json_atomic, write_text_atomic
+from darklens.models.base import Detector, create_detector, list_detectors
+from darklens.models.persistence import save_run
+from darklens.train.data import detection_data, fingerprint
+from darklens.train.loop import CHECKPOINT, TrainConfig, fit
+from darklens.train.rng import seed_everything
+
+RESULTS = "results.json"
+RUN_RESULT = "result.json"
+PLAN = "plan.json"
+TEST_SCORES = "test_scores.csv"
+METRICS = ("auroc", "auprc", "tpr_at_fpr_0.01")
+VERSION_PACKAGES = ("torch", "numpy", "scikit-learn", "matplotlib", "h5py", "optuna")
+
+
+@dataclass
+class BenchmarkSpec:
+    """Everything that decides a benchmark (recorded in results.json)."""
+
+    detectors: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    preset: str | None = "demo"
+    data: str | None = None  # an existing data set instead of simulating
+    n_per_class: int = 1000
+    data_seed: int = 0
+    epochs: int | None = None  # cap on every detector's epochs (default: its own)
+    budget_minutes: float | None = None  # training time of all runs together
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per detector: --config
+    normal: str = "no_sub"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    normalise: str = "minmax"
+    device: str = "cpu"
+
+    def check(self) -> None:
+        known = list_detectors()
+        unknown = [d for d in self.detectors if d not in known]
+        if unknown:
+            raise DarklensError(f"unknown detector(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(known)}")
+        if not self.detectors:
+            raise DarklensError("no detectors given")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise DarklensError("a detector is listed twice")
+        if not self.seeds:
+            raise DarklensError("--seeds must be at least 1")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise DarklensError("--budget-minutes must be positive")
+        if self.data is None and self.preset is None:
+            raise DarklensError("give --preset or --data")
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, date and machine, for results.json."""
+    versions = {"darklens": __version__, "python": sys.version.split()[0]}
+    for pkg in VERSION_PACKAGES:
+        try:
+            versions[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or
+                    platform.machine(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else None},
+    }
+
+
+# ----------------------------------------------------------------------------- data
+def load_or_simulate(spec: BenchmarkSpec, out: Path,
+                     log: Callable[[str], None] = print,
+                     progress: bool = True) -> tuple[LensData, dict[str, Any]]:
+    """The benchmark's data set and a description of it (path relative to ``out`` if inside)."""
+    if spec.data is not None:
+        data = load_dataset(spec.data)
+        return data, {"path": str(Path(spec.data).resolve()), "source": "given"}
+    from tqdm.auto import tqdm
+
+    from darklens.simulate.presets import get_preset
+    from darklens.simulate.writer import simulate_to_disk
+
+    preset = get_preset(spec.preset)
+    where = out / "data"
+    manifest = where / "simulation.json"
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if (old.get("preset", {}).get("name"), old.get("seed"), old.get("n_per_class")) != (
+                preset.name, spec.data_seed, spec.n_per_class):
+            raise DarklensError(f"{where} holds another simulation (preset "
+                                f"{old.get('preset', {}).get('name')}, seed {old.get('seed')}, "
+                                f"{old.get('n_per_class')} per class); use another --out")
+    log(f"simulating {spec.n_per_class} images per class of preset {preset.name} "
+        f"(seed {spec.data_seed}) into {where}")
+    t0 = time.perf_counter()
+    with tqdm(total=3 * spec.n_per_class, desc=f"simulate {preset.name}", unit="img",
+              disable=not progress) as bar:
+        simulate_to_disk(preset, where, spec.n_per_class, spec.data_seed, chunk_size=500,
+                         progress=bar.update)
+    data = load_dataset(where)
+    return data, {"path": "data", "source": "simulated", "preset": preset.name,
+                  "seed": spec.data_seed, "n_per_class": spec.n_per_class,
+                  "seconds": time.perf_counter() - t0}
+
+
+def data_path(results: dict[str, Any], out: str | os.PathLike) -> Path:
+    """Where the benchmark's data set is (a relative path is relative to the benchmark dir)."""
+    p = Path(results["data"]["path"])
+    return p if p.is_absolute() else Path(out) / p
+
+
+# ----------------------------------------------------------------------------- one run
+def split_options(spec: BenchmarkSpec, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(detector options, training options) for ``name`` from ``spec.options``."""
+    from darklens.commands.train import parse_config
+
+    raw = spec.options.get(name)
+    if raw is None:
+        return {}, {}
+    return parse_config(raw if isinstance(raw, str) else json.dumps(raw))
+
+
+def _train_values(detector: Detector, train_opts: dict[str, Any], spec: BenchmarkSpec,
+                  seed: int) -> dict[str, Any]:
+    keys = set(TrainConfig.__dataclass_fields__)
+    values = {k: v for k, v in detector.train_defaults.items() if k in keys}
+    values.update(train_opts)
+    if spec.epochs is not None:
+        values["epochs"] = min(int(values.get("epochs", spec.epochs)), spec.epochs)
+    values.update(seed=seed, device=spec.device)
+    return values
+
+
+def plan_epochs(name: str, det_config: dict[str, Any], train_set: Any, n_val: int,
+                values: dict[str, Any], budget_s: float) -> tuple[int, dict[str, float]]:
+    """Epochs that fit ``budget_s``, from timing training steps on a throw-away detector."""
+    max_epochs = int(values.get("epochs", 50))
+    bs = int(values.get("batch_size", 100))
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        probe = create_detector(name, **det_config)
+    if not probe.optimizer_groups():
+        return max_epochs, {"probe_seconds": 0.0}
+    n = min(len(train_set), 3 * bs)
+    cfg = TrainConfig.from_dict({**values, "epochs": 2, "out_dir": None, "resume": False,
+                                 "progress": False, "max_minutes": None, "patience": None})
+    result = fit(probe, Subset(train_set, range(n)), None, cfg)
+    steps = max(1, n // bs) if n > bs else 1
+    step_s = result.history[-1]["seconds"] / steps
+    full_steps = max(1, len(train_set) // bs) if len(train_set) > bs else 1
+    epoch_s = step_s * (full_steps + math.ceil(n_val / bs) / 3)
+    probe_s = time.perf_counter() - t0
+    overhead = step_s * full_steps / 3  # memory banks, centres: about a forward pass
+    epochs = int((budget_s - probe_s - overhead) // max(epoch_s, 1e-9))
+    return max(1, min(max_epochs, epochs)), {"probe_seconds": probe_s, "step_seconds": step_s,
+                                             "epoch_seconds_estimate": epoch_s}
+
+
+def _scores_csv(idx: np.ndarray, labels: np.ndarray, names: list[str],
+                scores: np.ndarray) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", "class", "score"])
+    for i, lab, s in zip(idx, labels, scores, strict=True):
+        w.writerow([int(i), names[int(lab)], repr(float(s))])
+    return buf.getvalue()
+
+
+def read_test_scores(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(data indices, scores) from a run's test_scores.csv."""
+    with open(Path(run_dir) / TEST_SCORES) as fh:
+        rows = list(csv.DictReader(fh))
+    return (np.array([int(r["index"]) for r in rows], dtype=np.int64),
+            np.array([float(r["score"]) for r in rows], dtype=np.float64))
+
+
+def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info: dict,
+            run_dir: Path, budget_s: float | None, progress: bool = True) -> dict[str, Any]:
+    """Train, score and evaluate one detector on one seed's split; returns its record."""
+    det_opts, train_opts = split_options(spec, name)
+    fp = fingerprint(data)
+    key = {"detector": name, "seed": seed, "options": [det_opts, train_opts],
+           "data_fingerprint": fp, "normal": spec.normal, "val_fraction": spec.val_fraction,
+           "test_fraction": spec.test_fraction, "normalise": spec.normalise,
+           "epochs_cap": spec.epochs,
+           "budget_seconds": None if budget_s is None else round(budget_s, 3)}
+    done = run_dir / RUN_RESULT
+    if done.exists():
+        try:
+            old = json.loads(done.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("key") == key:
+            old["skipped"] = True
+            return old
+    det_data = detection_data(data, spec.normal, seed, spec.val_fraction, spec.test_fraction,
+                              spec.normalise)
+    size, channels = int(data.images.shape[-1]), int(data.images.shape[1])
+    seed_everything(seed)
+    try:
+        detector = create_detector(name, image_size=size, in_channels=channels, **det_opts)
+    except (TypeError, ValueError) as err:
+        raise DarklensError(f"bad options for detector {name}: {err}") from err
+    values = _train_values(detector, train_opts, spec, seed)
+
+    plan_file = run_dir / PLAN
+    resume = False
+    probe: dict[str, float] = {}
+    if plan_file.exists() and (run_dir / CHECKPOINT).exists():
+        plan = json.loads(plan_file.read_text())
+        if plan.get("key") == key:
+            values["epochs"], probe, resume = plan["epochs"], plan.get("probe", {}), True
+    if not resume:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a run of another configuration: start afresh
+        run_dir.mkdir(parents=True)
+        if budget_s is not None:
+            values["epochs"], probe = plan_epochs(name, detector.config, det_data.train,
+                                                  len(det_data.val), values, budget_s)
+        write_json_atomic(plan_file, {"key": key, "epochs": values.get("epochs"),
+                                      "probe": probe})
+    if budget_s is not None:
+        values["max_minutes"] = max(budget_s - probe.get("probe_seconds", 0.0), 1.0) / 60
+    values.update(out_dir=str(run_dir), resume=resume, progress=progress)
+    cfg = TrainConfig.from_dict(values)
+
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    result = fit(detector, det_data.train, det_data.val, cfg)
+    train_s = time.perf_counter() - t0
+
+    normaliser = det_data.normaliser
+    t1 = time.perf_counter()
+    test = det_data.split.test
+    scores = score_images(detector, normaliser(data.images[test]), device=spec.device)
+    score_s = time.perf_counter() - t1
+    val_idx = det_data.val.indices
+    val_scores = score_images(detector, normaliser(data.images[val_idx]), device=spec.device)
+    metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
+
+    extra: dict[str, Any] = {
+        "normal": spec.normal, "seed": seed, "normaliser": normaliser.to_dict(),
+        "data": {"path": data_info["path"], "n": len(data), "fingerprint": fp,
+                 "class_names": list(data.class_names)},
+        "split": {"seed": seed, "val_fraction": spec.val_fraction,
+                  "test_fraction": spec.test_fraction, "n_train": len(det_data.split.train),
+                  "n_val_normal": len(det_data.val), "n_test": len(test)},
+        "train": asdict(cfg),
+        "result": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                   "best_val_loss": result.best_val_loss,
+                   "stopped_early": result.stopped_early, "seconds": result.seconds},
+    }
+    diagnostics = detector.diagnostics() if hasattr(detector, "diagnostics") else None
+    if diagnostics is not None:
+        extra["diagnostics"] = diagnostics
+    save_run(run_dir, detector, normal_scores=val_scores, extra=extra)
+    write_text_atomic(run_dir / TEST_SCORES,
+                      _scores_csv(test, data.labels[test], list(data.class_names), scores))
+    record = {
+        "detector": name, "seed": seed, "key": key,
+        "run_dir": str(run_dir.name),
+        "metrics": metrics,
+        "train_seconds": result.seconds, "wall_seconds": train_s, "score_seconds": score_s,
+        "budget_seconds": budget_s, "probe": probe,
+        "images_per_second": (len(det_data.train) * result.epochs_run / result.seconds
+                              if result.seconds > 0 and result.epochs_run else None),
+        "epochs_planned": cfg.epochs, "epochs_run": result.epochs_run,
+        "stopped_by_time": result.stopped_by_time, "stopped_early": result.stopped_early,
+        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+        "n_train": len(det_data.split.train), "n_val_normal": len(det_data.val),
+        "n_test": {k: int(v) for k, v in metrics["n"].items()},
+        "config": detector.config, "train": asdict(cfg),
+        "diagnostics": diagnostics,
+    }
+    write_json_atomic(done, record)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)  # the weights are saved; free the disk
+    record["skipped"] = False
+    return record
+
+
+# ----------------------------------------------------------------------------- summary
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per detector: mean, std and n over seeds of every metric and class, and of the timings."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["detector"] for r in records):
+        runs = [r for r in records if r["detector"] == name]
+        s: dict[str, Any] = {}
+        for metric in METRICS:
+            s[metric] = {}
+            for cls in runs[0]["metrics"][metric]:
+                v = np.array([r["metrics"][metric][cls] for r in runs], dtype=np.float64)
+                s[metric][cls] = {"mean": float(v.mean()),
+                                  "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                                  "n": int(len(v))}
+        for key in ("train_seconds", "images_per_second", "epochs_run"):
+            v = np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
+            s[key] = {"mean": float(v.mean()) if v.size else None,
+                      "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+        out[name] = s
+    return out
+
+
+def format_mean_std(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    """'0.912 +- 0.004' (no +- part for a single seed)."""
+    if not entry or entry.get("mean") is None:
+        return "-"
+    text = f"{entry['mean']:.{digits}f}"
+    return text + (f" +- {entry['std']:.{digits}f}" if entry.get("n", 2) > 1 else "")
+
+
+# ----------------------------------------------------------------------------- benchmark
+def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike,
+                  log: Callable[[str], None] = print, progress: bool = True,
+                  regression_runs: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark in ``out``; write and return results.json's content."""
+    spec.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    data, data_info = load_or_simulate(spec, out, log, progress)
+    for c in (spec.normal,):
+        if c not in data.class_names:
+            raise DarklensError(f"normal class {c!r} not in the data ({data.class_names})")
+    size = int(data.images.shape[-1])
+    trains = [d for d in spec.detectors
+              if create_detector(d, image_size=size,
+                                 in_channels=int(data.images.shape[1]),
+                                 **split_options(spec, d)[0]).optimizer_groups()]
+    n_budgeted = len(trains) * len(spec.seeds)
+    per_run = (60.0 * spec.budget_minutes / n_budgeted
+               if spec.budget_minutes is not None and n_budgeted else None)
+    if per_run is not None:
+        log(f"budget: {spec.budget_minutes:g} min over {n_budgeted} training runs = "
+            f"{per_run:.0f} s each")
+    records: list[dict[str, Any]] = []
+    total = len(spec.detectors) * len(spec.seeds)
+    for seed in spec.seeds:  # all detectors of a seed first: an interruption leaves comparisons
+        for name in spec.detectors:
+            k = len(records) + 1
+            run_dir = out / "runs" / f"{name}-seed{seed}"
+            budget = per_run if name in trains else None
+            log(f"[{k}/{total}] {name}, seed {seed}" +
+                (f", budget {budget:.0f} s" if budget is not None else ""))
+            rec = run_one(spec, name, seed, data, data_info, run_dir, budget, progress)
+            a = rec["metrics"]["auroc"]
+            log(f"[{k}/{total}] {name}, seed {seed}: "
+                + ("finished earlier, kept; " if rec.get("skipped") else "")
+                + f"AUROC all {a['all']:.3f}, "
+                + ", ".join(f"{c} {v:.3f}" for c, v in a.items() if c != "all")
+                + f"; {rec['epochs_run']} epoch(s), {rec['train_seconds']:.0f} s training")
+            records.append(rec)
+    results: dict[str, Any] = {
+        "benchmark": asdict(spec),
+        "data": {**data_info, "n": len(data), "image_size": size,
+                 "class_names": list(data.class_names), "fingerprint": fingerprint(data),
+                 "n_per_class": {c: int((data.labels == i).sum())
+                                 for i, c in enumerate(data.class_names)}},
+        "splits": {str(seed): {"seed": seed, "normal": spec.normal,
+                               "val_fraction": spec.val_fraction,
+                               "test_fraction": spec.test_fraction}
+                   for seed in spec.seeds},
+        "budget": {"minutes": spec.budget_minutes, "seconds_per_run": per_run,
+                   "runs_with_training": n_budgeted},
+        "detectors": {name: {"seeds": {str(r["seed"]): r for r in records
+                                       if r["detector"] == name}}
+                      for name in spec.detectors},
+        "summary": summarise(records),
+        **environment(),
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    if regression_runs:
+        results["regression"] = [regression_entry(r) for r in regression_runs]
+    write_json_atomic(out / RESULTS, results)
+    return results
+
+
+def regression_entry(run_dir: str) -> dict[str, Any]:
+    """A `darklens regress` run for the report: its metrics.json (it must be evaluated)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise DarklensError(f"{path}: missing; run `darklens regress evaluate {run_dir} "
+                            "--data DIR` first") from err
+    return {"run": str(Path(run_dir).resolve()), "metrics": metrics}

@@ -1,0 +1,391 @@
+"""The benchmark report: ONE self-contained ``report.html`` (figures inlined as PNG data URIs).
+
+``write_report(bench_dir)`` reads ``results.json``, the run directories and the data set of a
+`darklens benchmark` and writes ``bench_dir/report.html``: the summary table; ROC curves per
+anomaly class; score histograms; example images per class; the most and least anomalous test
+images; training curves; a 2-D map of each learned representation; the detectability curve
+(AUROC in bins of ``substructure_chi2``); a regression section when regression runs are
+recorded; the configuration, versions and machine. Nothing is linked from outside the file, so
+it opens offline; a small inline script marks ``<body>`` with ``data-loaded``, the number of
+images that failed to load and any script errors (read by the browser test).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from darklens.benchmark import RESULTS, data_path, format_mean_std, read_test_scores
+from darklens.data.dataset import Normaliser
+from darklens.data.formats import load_dataset
+from darklens.data.lensdata import LensData
+from darklens.evaluate.detectability import detectability, quantile_edges
+from darklens.io import write_text_atomic
+from darklens.report import figures
+
+REPORT = "report.html"
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1180px;
+padding:16px 24px;color:#222;line-height:1.4}
+h1{margin-bottom:2px} h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:32px}
+.sub{color:#666;margin-top:0} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left} img{max-width:100%;height:auto;display:block;
+margin:6px 0} pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:11px;max-height:420px}
+.note{color:#555;font-size:13px} nav a{margin-right:10px;font-size:13px}
+"""
+
+# Marks <body> when every image has loaded (or failed) and records script/console errors,
+# so that a headless browser's --dump-dom shows what happened.
+CHECK_SCRIPT = """
+(function(){
+  var errs=[];
+  window.addEventListener('error',function(e){
+    var t=e.target;
+    errs.push(t&&t.tagName?('resource failed: '+t.tagName):('error: '+e.message));},true);
+  var ce=console.error;
+  console.error=function(){errs.push('console.error: '+Array.prototype.join.call(arguments,' '));
+    return ce.apply(console,arguments);};
+  window.addEventListener('load',function(){
+    var imgs=Array.prototype.slice.call(document.images);
+    var bad=imgs.filter(function(i){return !(i.complete&&i.naturalWidth>0);});
+    var b=document.body;
+    b.setAttribute('data-images',String(imgs.length));
+    b.setAttribute('data-images-broken',String(bad.length));
+    b.setAttribute('data-errors',String(errs.length));
+    b.setAttribute('data-error-messages',errs.join(' | '));
+    b.setAttribute('data-loaded','1');
+  });
+})();
+"""
+
+
+def figure_uri(fig: Any, dpi: int = 80) -> str:
+    """A matplotlib Figure as a ``data:image/png;base64,...`` URI (and close it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(fig: Any, alt: str, dpi: int = 80) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{figure_uri(fig, dpi)}">'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (mean +- std over seeds), shared with the CLI."""
+    classes = [c for c in results["data"]["class_names"]
+               if c != results["benchmark"]["normal"]]
+    header = (["detector"] + [f"AUROC {c}" for c in ["all", *classes]]
+              + ["AUPRC all", "TPR@1%FPR all", "epochs", "train s", "img/s"])
+    rows = []
+    for det, s in results["summary"].items():
+        rows.append([det] + [format_mean_std(s["auroc"].get(c)) for c in ["all", *classes]]
+                    + [format_mean_std(s["auprc"].get("all")),
+                       format_mean_std(s["tpr_at_fpr_0.01"].get("all")),
+                       _num(s["epochs_run"]["mean"], 1), _num(s["train_seconds"]["mean"], 0),
+                       _num(s["images_per_second"]["mean"], 0)])
+    return header, rows
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _runs(results: dict[str, Any], bench: Path) -> dict[str, list[tuple[int, Path]]]:
+    """Per detector: (seed, run dir) for every seed, in seed order."""
+    out: dict[str, list[tuple[int, Path]]] = {}
+    for det, entry in results["detectors"].items():
+        out[det] = sorted((int(s), bench / "runs" / r["run_dir"])
+                          for s, r in entry["seeds"].items())
+    return out
+
+
+def _read_losses(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / "losses.csv"
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(fh)]
+
+
+def _captions(data: LensData, idx: np.ndarray, scores: np.ndarray | None = None) -> list[str]:
+    chi2 = data.metadata.get("substructure_chi2")
+    out = []
+    for k, i in enumerate(idx):
+        name = data.class_names[int(data.labels[i])]
+        parts = [name]
+        if chi2 is not None and name != "no_sub" and np.isfinite(chi2[i]):
+            parts.append(f"χ² {chi2[i]:.0f}")
+        if scores is not None:
+            parts.append(f"s {scores[k]:.3g}")
+        out.append(", ".join(parts))
+    return out
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{body}\n</section>\n'
+
+
+def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
+    """The report's HTML text (see the module docstring)."""
+    bench = Path(bench_dir)
+    results = json.loads((bench / RESULTS).read_text())
+    data = load_dataset(data_path(results, bench))
+    normal = results["benchmark"]["normal"]
+    names = list(data.class_names)
+    anomalies = [c for c in names if c != normal and (data.labels == names.index(c)).any()]
+    runs = _runs(results, bench)
+    first_seed = {det: r[0] for det, r in runs.items() if r}
+    scores = {det: read_test_scores(d) for det, (_, d) in first_seed.items()}
+    sections: list[tuple[str, str, str]] = []
+
+    # --- summary
+    header, rows = summary_rows(results)
+    spec = results["benchmark"]
+    seeds = spec["seeds"]
+    budget = results.get("budget", {})
+    intro = (f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); mean ± standard deviation "
+             f"over seeds. Every detector of a seed trains on the same normal images and is "
+             f"tested on the same held-out images (split seeded by the seed).")
+    if budget.get("seconds_per_run"):
+        intro += (f" Training budget {budget['minutes']:g} min in all: "
+                  f"{budget['seconds_per_run']:.0f} s per training run.")
+    n_test = next(iter(results["detectors"].values()))["seeds"][str(seeds[0])]["n_test"]
+    intro += " Test images (first seed): " + ", ".join(f"{k} {v}" for k, v in n_test.items())
+    sections.append(("summary", "Summary", _note(intro) + _table(header, rows)))
+
+    # --- ROC and histograms (first seed)
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    hist: dict[str, dict[str, np.ndarray]] = {}
+    for det, (idx, s) in scores.items():
+        lab = data.labels[idx]
+        is_normal = lab == names.index(normal)
+        curves[det] = {}
+        for cls in ["all", *anomalies]:
+            pos = ~is_normal if cls == "all" else lab == names.index(cls)
+            keep = is_normal | pos
+            if pos.any() and is_normal.any():
+                curves[det][cls] = (pos[keep].astype(int), s[keep])
+        hist[det] = {c: s[lab == names.index(c)] for c in [normal, *anomalies]}
+    sections.append(("roc", "ROC curves (first seed)",
+                     _img(figures.roc_figure(curves, ["all", *anomalies]), "ROC curves")))
+    sections.append(("histograms", "Score histograms (first seed)",
+                     _note(f"Anomaly scores of the {normal} test images against each anomaly "
+                           "class (higher = more anomalous; axes clipped to the central 99%).")
+                     + _img(figures.histogram_figure(hist, normal, anomalies),
+                            "score histograms")))
+
+    # --- galleries
+    rng = np.random.default_rng(0)
+    per_class = 8
+    pick = []
+    titles = []
+    for c in [normal, *anomalies]:
+        idx = np.flatnonzero(data.labels == names.index(c))
+        chosen = np.sort(rng.choice(idx, min(per_class, idx.size), replace=False))
+        pick.extend(chosen.tolist() + [-1] * (per_class - chosen.size))
+        titles.append(c)
+    pick_arr = np.array(pick)
+    ok = pick_arr >= 0
+    imgs = np.zeros((len(pick),) + data.images.shape[1:], np.float32)
+    imgs[ok] = data.images[pick_arr[ok]]
+    caps = [(_captions(data, np.array([i]))[0] if i >= 0 else "") for i in pick]
+    body = _img(figures.image_grid(imgs, caps, per_class, titles), "examples per class")
+    ext = []
+    for det, (idx, s) in scores.items():
+        order = np.argsort(s)
+        k = min(8, len(order) // 2)
+        top, bottom = order[::-1][:k], order[:k]
+        sel = np.r_[top, bottom]
+        ext.append(f"<h3>{html.escape(det)}</h3>" + _img(figures.image_grid(
+            data.images[idx[sel]], _captions(data, idx[sel], s[sel]), k,
+            ["most anomalous", "least anomalous"]), f"{det} extremes"))
+    sections.append(("gallery", "Example images", body))
+    sections.append(("extremes", "Most and least anomalous test images (first seed)",
+                     _note("Top row: the highest scores; bottom row: the lowest (s = score).")
+                     + "".join(ext)))
+
+    # --- training curves
+    histories = {det: _read_losses(d) for det, (_, d) in first_seed.items()}
+    trained = {k: v for k, v in histories.items() if v}
+    untrained = [k for k, v in histories.items() if not v]
+    body = _img(figures.training_curves_figure(trained), "training curves") if trained else ""
+    if untrained:
+        body += _note(f"No training epochs (nothing to learn): {', '.join(untrained)}.")
+    sections.append(("training", "Training curves (first seed)", body))
+
+    # --- representation
+    sections.append(("representation", "Learned representation (first seed)",
+                     _representation(first_seed, data, scores, max_embed)))
+
+    # --- detectability
+    sections.append(("detectability", "Detectability: AUROC against substructure signal",
+                     _detectability(runs, data, normal, anomalies)))
+
+    # --- regression
+    reg = _regression(results, bench)
+    if reg:
+        sections.append(("regression", "Regression of dark-matter properties", reg))
+
+    # --- config
+    env = {k: results.get(k) for k in ("date", "machine", "versions", "total_seconds")}
+    cfg = {"benchmark": spec, "data": results["data"], "splits": results["splits"],
+           "budget": budget,
+           "runs": {det: {s: {k: r.get(k) for k in ("config", "train", "epochs_planned",
+                                                     "epochs_run", "stopped_by_time",
+                                                     "stopped_early", "probe", "diagnostics")}
+                          for s, r in entry["seeds"].items()}
+                    for det, entry in results["detectors"].items()}}
+    sections.append(("config", "Configuration, versions and machine",
+                     "<pre>" + html.escape(json.dumps(env, indent=1)) + "</pre>"
+                     + "<details><summary>every run's configuration</summary><pre>"
+                     + html.escape(json.dumps(cfg, indent=1, default=str)) + "</pre></details>"))
+
+    nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
+    source = results["data"].get("preset") or results["data"].get("path")
+    title = f"darklens benchmark: {source}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+        f"<script>{CHECK_SCRIPT}</script></head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(str(results.get('date')))}"
+        f" · {html.escape(str(results.get('machine', {}).get('platform')))} · darklens "
+        f"{html.escape(str(results.get('versions', {}).get('darklens')))}</p>"
+        f"<nav>{nav}</nav>\n"
+        + "".join(_section(a, t, b) for a, t, b in sections)
+        + "</body></html>\n"
+    )
+
+
+def _representation(first_seed: dict[str, tuple[int, Path]], data: LensData,
+                    scores: dict[str, tuple[np.ndarray, np.ndarray]], max_embed: int) -> str:
+    from darklens.models.persistence import load_run, read_run_config
+    from darklens.report.representation import embed, map_2d
+
+    maps: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    notes = []
+    for det, (_, run_dir) in first_seed.items():
+        idx = scores[det][0]
+        if idx.size > max_embed:
+            idx = np.sort(np.random.default_rng(0).choice(idx, max_embed, replace=False))
+        try:
+            detector = load_run(run_dir)
+        except Exception as err:  # a report should still be written
+            notes.append(f"{det}: cannot load the run ({err})")
+            continue
+        norm = Normaliser.from_dict(read_run_config(run_dir).get("normaliser", {"mode": "none"}))
+        got = embed(detector, norm(data.images[idx]))
+        if got is None:
+            notes.append(f"{det}: no learned representation to show (skipped)")
+            continue
+        feats, where = got
+        pts, method = map_2d(feats)
+        maps[det] = (pts, data.labels[idx], method)
+        notes.append(f"{det}: {where}, {feats.shape[1]} dimensions")
+    body = _note("Test images (up to "
+                 f"{max_embed}) in each detector's feature space, projected to 2-D, coloured by "
+                 "class. Features: " + "; ".join(notes) + ".")
+    if maps:
+        body += _img(figures.embedding_figure(maps, data.class_names), "representation maps")
+    return body
+
+
+def _detectability(runs: dict[str, list[tuple[int, Path]]], data: LensData, normal: str,
+                   anomalies: list[str]) -> str:
+    chi2 = data.metadata.get("substructure_chi2")
+    if chi2 is None or not np.isfinite(np.asarray(chi2, dtype=float)).any():
+        return _note("The data carry no substructure_chi2 metadata (it comes with the "
+                     "built-in simulator): no detectability curve.")
+    chi2 = np.asarray(chi2, dtype=np.float64)
+    names = list(data.class_names)
+    edges = {c: quantile_edges(chi2[data.labels == names.index(c)], 5) for c in anomalies}
+    curves: dict[str, dict[str, list[list[dict[str, float]]]]] = {}
+    rows = []
+    for det, seed_runs in runs.items():
+        curves[det] = {c: [] for c in anomalies}
+        for _, run_dir in seed_runs:
+            idx, s = read_test_scores(run_dir)
+            got = detectability(s, data.labels[idx], chi2[idx], names, normal, edges)
+            for c, bins in got.items():
+                curves[det][c].append(bins)
+        for c in anomalies:
+            au = np.array([[b["auroc"] for b in seed] for seed in curves[det][c]], dtype=float)
+            if au.size:
+                rows.append([det, c] + [_num(float(np.nanmean(au[:, k])), 3)
+                                        if np.isfinite(au[:, k]).any() else "-"
+                                        for k in range(au.shape[1])])
+    nbins = max((len(e) - 1 for e in edges.values()), default=0)
+    header = ["detector", "class"] + [f"bin {k + 1}" for k in range(nbins)]
+    bins_text = "; ".join(f"{c}: " + ", ".join(f"{e[k]:.3g}–{e[k + 1]:.3g}"
+                                                 for k in range(len(e) - 1))
+                          for c, e in edges.items())
+    return (_note("substructure_chi2 is the χ² between each image with and without its "
+                  "substructure, in units of the noise. Anomalies of each class are cut into "
+                  "quantile bins of it (edges over the whole data set, shared by every seed); "
+                  "each bin's test images are scored against every normal test image. Lines: "
+                  "mean over seeds (shaded: min–max). Bins: " + bins_text + ".")
+            + _img(figures.detectability_figure(curves, anomalies), "detectability")
+            + _table(header, rows))
+
+
+def _regression(results: dict[str, Any], bench: Path) -> str:
+    entries = list(results.get("regression") or [])
+    found = {str(Path(e["run"]).resolve()) for e in entries}
+    for metrics in sorted((bench / "regression").glob("*/metrics.json")):
+        run = str(metrics.parent.resolve())
+        if run not in found:
+            entries.append({"run": run, "metrics": json.loads(metrics.read_text())})
+    if not entries:
+        return ""
+    keys = ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95")
+    rows, imgs = [], []
+    for e in entries:
+        run = Path(e["run"])
+        per_target = e["metrics"].get("targets", {})
+        for t, m in per_target.items():
+            rows.append([run.name, t] + [_num(m.get(k), 3) for k in keys])
+        pred = run / "predictions.csv"
+        if pred.exists():
+            with open(pred) as fh:
+                table = list(csv.DictReader(fh))
+            for t in per_target:
+                cols = [f"{t}_true", f"{t}_mean", f"{t}_sigma"]
+                if table and all(c in table[0] for c in cols):
+                    truth, mean, sigma = (np.array([float(r[c]) for r in table]) for c in cols)
+                    imgs.append(_img(figures.prediction_figure(truth, mean, sigma, t),
+                                     f"{run.name} {t}"))
+    return (_note("Regression runs (`darklens regress evaluate`): metrics on their held-out "
+                  "test images; figures: prediction ± 1σ against truth.")
+            + _table(["run", "target", *keys], rows) + "".join(imgs))
+
+
+def write_report(bench_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 max_embed: int = 600) -> Path:
+    """Write the report (atomically) to ``out`` (default ``bench_dir/report.html``)."""
+    path = Path(out) if out is not None else Path(bench_dir) / REPORT
+    write_text_atomic(path, build_report(bench_dir, max_embed))
+    return path
