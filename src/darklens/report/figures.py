@@ -158,12 +158,12 @@ def detectability_figure(curves: dict[str, dict[str, list[list[dict[str, float]]
             seeds = per_cls.get(cls)
             if not seeds:
                 continue
-            x = np.nanmean([[b["median_chi2"] for b in rows] for rows in seeds], axis=0)
+            x = _nan_reduce(np.nanmean, [[b["median_chi2"] for b in rows] for rows in seeds])
             y = np.array([[b["auroc"] for b in rows] for rows in seeds], dtype=np.float64)
-            mean = np.nanmean(y, axis=0) if np.isfinite(y).any() else np.full(y.shape[1], np.nan)
-            ax.plot(x, mean, marker="o", ms=4, color=f"C{i % 10}", label=det)
+            ax.plot(x, _nan_reduce(np.nanmean, y), marker="o", ms=4, color=f"C{i % 10}",
+                    label=det)
             if len(seeds) > 1:
-                ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0),
+                ax.fill_between(x, _nan_reduce(np.nanmin, y), _nan_reduce(np.nanmax, y),
                                 color=f"C{i % 10}", alpha=0.15, lw=0)
         ax.axhline(0.5, color="k", ls=":", lw=0.8)
         ax.set_xscale("log")
@@ -174,6 +174,15 @@ def detectability_figure(curves: dict[str, dict[str, list[list[dict[str, float]]
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _nan_reduce(fn, rows) -> np.ndarray:
+    """``fn`` over seeds (axis 0), NaN where every seed is NaN (without a warning)."""
+    a = np.asarray(rows, dtype=np.float64)
+    out = np.full(a.shape[1:], np.nan)
+    ok = np.isfinite(a).any(axis=0)
+    out[ok] = fn(a[:, ok], axis=0)
+    return out
 
 
 def prediction_figure(truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray,
