@@ -366,13 +366,17 @@ def format_mean_std(entry: dict[str, Any] | None, digits: int = 3) -> str:
 # ----------------------------------------------------------------------------- benchmark
 def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike,
                   log: Callable[[str], None] = print, progress: bool = True,
-                  regression_runs: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume) the benchmark in ``out``; write and return results.json's content."""
+                  regression_runs: list[str] | None = None,
+                  loaded: tuple[LensData, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark in ``out``; write and return results.json's content.
+
+    ``loaded``: the result of ``load_or_simulate(spec, out)`` when the caller has it already.
+    """
     spec.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    data, data_info = load_or_simulate(spec, out, log, progress)
+    data, data_info = loaded or load_or_simulate(spec, out, log, progress)
     for c in (spec.normal,):
         if c not in data.class_names:
             raise DarklensError(f"normal class {c!r} not in the data ({data.class_names})")

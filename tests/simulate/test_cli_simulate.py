@@ -71,8 +71,12 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_show_and_demo_write_galleries(tmp_path):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--n-per-class", "6"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n-per-class", "6", "--quick",
+                 "--no-progress"]) == 0
     assert (tmp_path / "demo" / "gallery.png").stat().st_size > 10_000
+    # the quick demo trains and reports too (the full demo is sized for 10 minutes)
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+    assert (tmp_path / "demo" / "results.json").is_file()
     assert main(["show", str(tmp_path / "demo" / "data"), "--out", str(tmp_path / "g")]) == 0
     for name in ("gallery", "gallery_no_sub", "gallery_cdm", "gallery_vortex"):
         assert (tmp_path / "g" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

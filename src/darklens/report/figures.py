@@ -154,24 +154,33 @@ def detectability_figure(curves: dict[str, dict[str, list[list[dict[str, float]]
     """
     fig, axes = plt.subplots(1, len(classes), figsize=(4.4 * len(classes), 3.6), squeeze=False)
     for ax, cls in zip(axes[0], classes, strict=True):
+        plotted = False
         for i, (det, per_cls) in enumerate(curves.items()):
             seeds = per_cls.get(cls)
             if not seeds:
                 continue
             x = _nan_reduce(np.nanmean, [[b["median_chi2"] for b in rows] for rows in seeds])
             y = np.array([[b["auroc"] for b in rows] for rows in seeds], dtype=np.float64)
+            if not (np.isfinite(y).any() and (x[np.isfinite(x)] > 0).any()):
+                continue
+            plotted = True
             ax.plot(x, _nan_reduce(np.nanmean, y), marker="o", ms=4, color=f"C{i % 10}",
                     label=det)
             if len(seeds) > 1:
                 ax.fill_between(x, _nan_reduce(np.nanmin, y), _nan_reduce(np.nanmax, y),
                                 color=f"C{i % 10}", alpha=0.15, lw=0)
         ax.axhline(0.5, color="k", ls=":", lw=0.8)
-        ax.set_xscale("log")
+        if plotted:
+            ax.set_xscale("log")
+        else:
+            ax.text(0.5, 0.6, "too few test images per bin", ha="center",
+                    transform=ax.transAxes)
         ax.set_ylim(0.3, 1.02)
         ax.set_xlabel("substructure χ² (bin median)")
         ax.set_ylabel("AUROC in bin")
         ax.set_title(f"{cls}: where detection stops")
-        ax.legend(fontsize=7)
+        if plotted:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
