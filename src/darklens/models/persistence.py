@@ -24,6 +24,7 @@ from darklens import __version__
 from darklens.errors import CheckpointError
 from darklens.io import atomic_path, write_json_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
+from darklens.models.safe_load import safe_torch_load
 
 CONFIG = "config.json"
 WEIGHTS = "weights.pt"
@@ -91,11 +92,7 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         raise CheckpointError(f"{path}: missing weights file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt, truncated, or holding objects we refuse to unpickle
-        raise CheckpointError(f"{path}: cannot be loaded safely ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    state = safe_torch_load(path, map_location)  # tensors only; CheckpointError otherwise
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a state_dict")
     try:

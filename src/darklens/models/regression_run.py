@@ -30,6 +30,7 @@ from darklens.data.dataset import Normaliser
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
 from darklens.models.regressor import Regressor, predict_ensemble
+from darklens.models.safe_load import safe_torch_load
 
 RUN_JSON = "regression.json"
 SPLIT_JSON = "split.json"
@@ -93,10 +94,7 @@ def build_model(info: dict[str, Any]) -> Regressor:
 def load_weights(model: Regressor, path: Path) -> Regressor:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing weights (did training finish?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated, or holding objects we refuse to unpickle
-        raise CheckpointError(f"{path}: cannot be loaded safely ({type(err).__name__})") from err
+    state = safe_torch_load(path)  # tensors only; CheckpointError otherwise
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a state_dict")
     try:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
 from darklens.models.base import Detector
+from darklens.models.safe_load import safe_torch_load
 from darklens.train import distributed as dd
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
 
@@ -201,12 +202,9 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: no checkpoint to resume from") from err
-    except Exception as err:  # corrupt file or disallowed (pickled) objects
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({err})") from err
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
+    return safe_torch_load(path)  # one-line CheckpointError if corrupt or holding pickled code
 
 
 def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
