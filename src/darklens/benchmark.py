@@ -196,17 +196,20 @@ def plan_epochs(name: str, det_config: dict[str, Any], train_set: Any, n_val: in
         probe = create_detector(name, **det_config)
     if not probe.optimizer_groups():
         return max_epochs, {"probe_seconds": 0.0}
+    probe.fit_end = lambda *a, **k: None  # memory banks etc. of a throw-away model: skip
     n = min(len(train_set), 3 * bs)
     cfg = TrainConfig.from_dict({**values, "epochs": 2, "out_dir": None, "resume": False,
                                  "progress": False, "max_minutes": None, "patience": None})
     result = fit(probe, Subset(train_set, range(n)), None, cfg)
     steps = max(1, n // bs) if n > bs else 1
-    step_s = result.history[-1]["seconds"] / steps
+    # the faster of two epochs: a passing load on a shared machine should not halve the plan
+    step_s = min(row["seconds"] for row in result.history) / steps
     full_steps = max(1, len(train_set) // bs) if len(train_set) > bs else 1
     epoch_s = step_s * (full_steps + math.ceil(n_val / bs) / 3)
     probe_s = time.perf_counter() - t0
     overhead = step_s * full_steps / 3  # memory banks, centres: about a forward pass
-    epochs = int((budget_s - probe_s - overhead) // max(epoch_s, 1e-9))
+    # 10% headroom: on a shared machine an epoch can take longer than the probe's
+    epochs = int(0.9 * (budget_s - probe_s - overhead) // max(epoch_s, 1e-9))
     return max(1, min(max_epochs, epochs)), {"probe_seconds": probe_s, "step_seconds": step_s,
                                              "epoch_seconds_estimate": epoch_s}
 

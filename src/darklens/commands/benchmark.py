@@ -104,7 +104,7 @@ def finish(results: dict[str, Any], out: Path, report: bool = True) -> Path | No
         from darklens.report.html import write_report
 
         print("writing the report ...", flush=True)
-        path = write_report(out)
+        path = write_report(out, log=lambda m: print(m, flush=True))
     print_summary(results)
     print(f"results: {out / 'results.json'}")
     if path is not None:

@@ -18,6 +18,7 @@ import html
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,9 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{body}\n</section>\n'
 
 
-def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
-    """The report's HTML text (see the module docstring)."""
+def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
+                 log: Callable[[str], None] | None = None) -> str:
+    """The report's HTML text (see the module docstring); ``log`` hears of each section."""
     bench = Path(bench_dir)
     results = json.loads((bench / RESULTS).read_text())
     data = load_dataset(data_path(results, bench))
@@ -162,6 +164,11 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
     first_seed = {det: r[0] for det, r in runs.items() if r}
     scores = {det: read_test_scores(d) for det, (_, d) in first_seed.items()}
     sections: list[tuple[str, str, str]] = []
+
+    def add(section: tuple[str, str, str]) -> None:
+        sections.append(section)
+        if log is not None:
+            log(f"report: {section[1].split(' (')[0]}")
 
     # --- summary
     header, rows = summary_rows(results)
@@ -176,7 +183,7 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
                   f"{budget['seconds_per_run']:.0f} s per training run.")
     n_test = next(iter(results["detectors"].values()))["seeds"][str(seeds[0])]["n_test"]
     intro += " Test images (first seed): " + ", ".join(f"{k} {v}" for k, v in n_test.items())
-    sections.append(("summary", "Summary", _note(intro) + _table(header, rows)))
+    add(("summary", "Summary", _note(intro) + _table(header, rows)))
 
     # --- ROC and histograms (first seed)
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
@@ -191,9 +198,9 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
             if pos.any() and is_normal.any():
                 curves[det][cls] = (pos[keep].astype(int), s[keep])
         hist[det] = {c: s[lab == names.index(c)] for c in [normal, *anomalies]}
-    sections.append(("roc", "ROC curves (first seed)",
+    add(("roc", "ROC curves (first seed)",
                      _img(figures.roc_figure(curves, ["all", *anomalies]), "ROC curves")))
-    sections.append(("histograms", "Score histograms (first seed)",
+    add(("histograms", "Score histograms (first seed)",
                      _note(f"Anomaly scores of the {normal} test images against each anomaly "
                            "class (higher = more anomalous; axes clipped to the central 99%).")
                      + _img(figures.histogram_figure(hist, normal, anomalies),
@@ -224,8 +231,8 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
         ext.append(f"<h3>{html.escape(det)}</h3>" + _img(figures.image_grid(
             data.images[idx[sel]], _captions(data, idx[sel], s[sel]), k,
             ["most anomalous", "least anomalous"]), f"{det} extremes"))
-    sections.append(("gallery", "Example images", body))
-    sections.append(("extremes", "Most and least anomalous test images (first seed)",
+    add(("gallery", "Example images", body))
+    add(("extremes", "Most and least anomalous test images (first seed)",
                      _note("Top row: the highest scores; bottom row: the lowest (s = score).")
                      + "".join(ext)))
 
@@ -236,20 +243,20 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
     body = _img(figures.training_curves_figure(trained), "training curves") if trained else ""
     if untrained:
         body += _note(f"No training epochs (nothing to learn): {', '.join(untrained)}.")
-    sections.append(("training", "Training curves (first seed)", body))
+    add(("training", "Training curves (first seed)", body))
 
     # --- representation
-    sections.append(("representation", "Learned representation (first seed)",
+    add(("representation", "Learned representation (first seed)",
                      _representation(first_seed, data, scores, max_embed)))
 
     # --- detectability
-    sections.append(("detectability", "Detectability: AUROC against substructure signal",
+    add(("detectability", "Detectability: AUROC against substructure signal",
                      _detectability(runs, data, normal, anomalies)))
 
     # --- regression
     reg = _regression(results, bench)
     if reg:
-        sections.append(("regression", "Regression of dark-matter properties", reg))
+        add(("regression", "Regression of dark-matter properties", reg))
 
     # --- config
     env = {k: results.get(k) for k in ("date", "machine", "versions", "total_seconds")}
@@ -260,7 +267,7 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600) -> str:
                                                      "stopped_early", "probe", "diagnostics")}
                           for s, r in entry["seeds"].items()}
                     for det, entry in results["detectors"].items()}}
-    sections.append(("config", "Configuration, versions and machine",
+    add(("config", "Configuration, versions and machine",
                      "<pre>" + html.escape(json.dumps(env, indent=1)) + "</pre>"
                      + "<details><summary>every run's configuration</summary><pre>"
                      + html.escape(json.dumps(cfg, indent=1, default=str)) + "</pre></details>"))
@@ -384,8 +391,8 @@ def _regression(results: dict[str, Any], bench: Path) -> str:
 
 
 def write_report(bench_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 max_embed: int = 600) -> Path:
+                 max_embed: int = 600, log: Callable[[str], None] | None = None) -> Path:
     """Write the report (atomically) to ``out`` (default ``bench_dir/report.html``)."""
     path = Path(out) if out is not None else Path(bench_dir) / REPORT
-    write_text_atomic(path, build_report(bench_dir, max_embed))
+    write_text_atomic(path, build_report(bench_dir, max_embed, log))
     return path
