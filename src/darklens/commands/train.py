@@ -22,6 +22,7 @@ import torch
 
 from darklens.data.dataset import NORMALISATIONS, ImageDataset
 from darklens.data.formats import load_dataset
+from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
 from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector, list_detectors
@@ -61,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(infotheoretic); every class other than --normal counts as anomalous")
     p.add_argument("--n-labelled", type=int, default=10,
                    help="labelled anomalies used per anomaly class (default 10)")
+    p.add_argument("--shard-cache-mb", type=float, default=DEFAULT_CACHE_MB,
+                   help="HDF5 shards are streamed, not loaded: MiB of image blocks kept in "
+                   f"memory (default {DEFAULT_CACHE_MB:g}; per DataLoader worker)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -95,13 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
     extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
     if args.data:
-        data = load_dataset(args.data)
+        # HDF5 shards are streamed (bounded memory); other formats are loaded whole.
+        data = ShardDataset.from_path(args.data, args.shard_cache_mb) \
+            if is_shard_path(args.data) else load_dataset(args.data)
         det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
                                   args.test_fraction, args.normalise)
         train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
         size, channels = data.images.shape[-1], data.images.shape[1]
         extra["data"] = {"path": str(Path(args.data).resolve()), "n": len(data),
-                         "fingerprint": fingerprint(data), "class_names": list(data.class_names)}
+                         "fingerprint": fingerprint(data), "class_names": list(data.class_names),
+                         "streamed": isinstance(data, ShardDataset)}
         extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
                           "test_fraction": args.test_fraction,
                           "n_train": len(det_data.split.train),

@@ -148,7 +148,7 @@ def _read_open_shard(f: h5py.File, path: Path) -> LensData:
     class_names = tuple(names)
     if n and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise DataError(f"{path}: labels outside 0..{len(class_names) - 1} ({class_names})")
-    bad = ~np.isfinite(images).reshape(n, -1).all(axis=1)
+    bad = ~np.isfinite(images).reshape(n, int(np.prod(images.shape[1:]))).all(axis=1)
     if bad.any():
         raise DataError(f"{path}: image {int(np.argmax(bad))} has NaN or Inf pixel values")
     metadata: dict[str, np.ndarray] = {}

@@ -21,11 +21,20 @@ from torch.utils.data import IterableDataset
 
 from darklens.data.dataset import ImageDataset, Normaliser, Split, anomaly_split
 from darklens.data.lensdata import CLASSES, LensData
+from darklens.data.shards import ShardDataset
 from darklens.errors import DataError
 
 
-def fingerprint(data: LensData) -> str:
-    """SHA-256 of the images and labels: tells the training data apart from any other set."""
+def fingerprint(data: LensData | ShardDataset) -> str:
+    """SHA-256 of the images and labels: tells the training data apart from any other set.
+
+    For a ``ShardDataset`` it is the one computed by its streaming pass: the same bytes hashed
+    in the same order, so the same value as for the loaded data.
+    """
+    if isinstance(data, ShardDataset):
+        if data.fingerprint is None:
+            data._scan()
+        return str(data.fingerprint)
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(data.images, dtype=np.float32).tobytes())
     h.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
@@ -42,7 +51,7 @@ class DetectionData:
     normaliser: Normaliser
 
 
-def detection_split(data: LensData, normal: str = "no_sub", seed: int = 0,
+def detection_split(data: LensData | ShardDataset, normal: str = "no_sub", seed: int = 0,
                     val_fraction: float = 0.1, test_fraction: float = 0.2) -> Split:
     """The run's split (see the module docstring); raises DataError without normal images."""
     if normal not in data.class_names:
@@ -55,14 +64,22 @@ def detection_split(data: LensData, normal: str = "no_sub", seed: int = 0,
     return anomaly_split(data, normal, (train_fraction, val_fraction, test_fraction), seed)
 
 
-def detection_data(data: LensData, normal: str = "no_sub", seed: int = 0,
+def detection_data(data: LensData | ShardDataset, normal: str = "no_sub", seed: int = 0,
                    val_fraction: float = 0.1, test_fraction: float = 0.2,
                    normalisation: str = "minmax") -> DetectionData:
-    """Datasets of normal training and validation images, normalised as the run will be."""
+    """Datasets of normal training and validation images, normalised as the run will be.
+
+    With a ``ShardDataset`` the images stay on disk (read through its bounded cache) and a
+    ``standard`` normalisation is fitted from its streaming pass.
+    """
     split = detection_split(data, normal, seed, val_fraction, test_fraction)
     normal_id = data.class_names.index(normal)
     val = split.val[data.labels[split.val] == normal_id]
-    normaliser = Normaliser.fit(normalisation, data.images[split.train])
+    if isinstance(data, ShardDataset):
+        normaliser = data.fit_normaliser(normalisation, split.train)
+    else:
+        normaliser = Normaliser.fit(normalisation, data.images[split.train]
+                                    if normalisation == "standard" else None)
     return DetectionData(ImageDataset(data, split.train, normaliser),
                          ImageDataset(data, val, normaliser), split, normaliser)
 

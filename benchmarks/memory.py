@@ -1,0 +1,151 @@
+"""Peak memory of `darklens train` on N and 4N images from HDF5 shards: streamed vs loaded.
+
+Writes synthetic lens-like images (Gaussian rings plus noise; a blob for the anomalous
+classes; the content does not matter for memory) as shards of 1000 images, then for each data
+size runs `darklens train` in a child process and reads that child's peak resident set size
+(``os.wait4`` -> ``ru_maxrss``):
+
+- ``streamed``: the command as shipped, images read on demand through a cache of
+  ``--cache-mb`` MiB (``darklens.data.shards.ShardDataset``);
+- ``loaded``: the same command with the former behaviour, the whole data set loaded into
+  memory first (``load_dataset``), for comparison.
+
+Prints a table and writes JSON. The growth from N to 4N of the streamed runs should stay
+within the cache (plus ~40 bytes of labels and statistics per image), while the loaded runs
+grow with the data.
+
+    python benchmarks/memory.py --n 2000 --size 64 --epochs 1 --cache-mb 32 \\
+        --out benchmarks/results/memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from darklens import __version__
+from darklens.data.formats import write_shard
+from darklens.data.lensdata import LensData
+from darklens.io import write_json_atomic
+
+# The former path, for comparison only: `darklens train` with shards loaded whole.
+LOADED_DRIVER = (
+    "import sys, darklens.commands.train as t\n"
+    "t.is_shard_path = lambda path: False\n"
+    "from darklens.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def synthetic_shards(out: Path, n: int, size: int, seed: int, per_shard: int = 1000) -> None:
+    """``n`` images (a third per class, classes interleaved by shard) as shards under ``out``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) - size / 2) / size
+    for k, lo in enumerate(range(0, n, per_shard)):
+        m = min(per_shard, n - lo)
+        labels = (np.arange(lo, lo + m) % 3).astype(np.int64)
+        radius = rng.uniform(0.2, 0.3, (m, 1, 1)).astype(np.float32)
+        r = np.sqrt(xx**2 + yy**2)[None]
+        images = np.exp(-0.5 * ((r - radius) / 0.04) ** 2)
+        images += rng.normal(0, 0.03, images.shape).astype(np.float32)
+        ang = rng.uniform(0, 2 * np.pi, (m, 1, 1))
+        bx, by = radius * np.cos(ang), radius * np.sin(ang)
+        blob = np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * (1.5 / size) ** 2))
+        images += (labels > 0)[:, None, None] * 2.0 * blob
+        write_shard(out / f"shard-{k:05d}.h5",
+                    LensData(images[:, None].astype(np.float32), labels))
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float, int]:
+    """(peak RSS in MiB, wall seconds, exit code) of a child process."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(stderr.decode()[-2000:], file=sys.stderr)
+    return usage.ru_maxrss / 1024.0, seconds, proc.returncode  # ru_maxrss is KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=2000, help="images in the smaller data set")
+    p.add_argument("--factor", type=int, default=4, help="the larger set has factor * n")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-mb", type=float, default=32.0)
+    p.add_argument("--detector", default="dcae")
+    p.add_argument("--config", default='{"latent_dim": 32}', help="detector options (JSON)")
+    p.add_argument("--modes", default="streamed,loaded")
+    p.add_argument("--workdir", help="where to write shards and runs (default: a temp dir)")
+    p.add_argument("--out", help="JSON results file")
+    args = p.parse_args(argv)
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        root = Path(tmp)
+        for n in (args.n, args.factor * args.n):
+            data = root / f"data-{n}"
+            synthetic_shards(data, n, args.size, seed=n)
+            for mode in modes:
+                run = root / f"run-{n}-{mode}"
+                train = ["train", "--detector", args.detector, "--data", str(data),
+                         "--out", str(run), "--epochs", str(args.epochs), "--seed", "0",
+                         "--batch-size", str(args.batch_size), "--config", args.config,
+                         "--shard-cache-mb", str(args.cache_mb), "--no-progress"]
+                head = [sys.executable, "-m", "darklens.cli"] if mode == "streamed" else \
+                    [sys.executable, "-c", LOADED_DRIVER]
+                rss, seconds, code = peak_rss(head + train)
+                if code != 0:
+                    raise SystemExit(f"{mode} run on {n} images failed (exit {code})")
+                row = {"mode": mode, "n_images": n, "data_mib": n * args.size**2 * 4 / 2**20,
+                       "peak_rss_mib": rss, "seconds": seconds}
+                rows.append(row)
+                print(f"{mode:>8}  N={n:>6}  data {row['data_mib']:7.1f} MiB  "
+                      f"peak RSS {rss:8.1f} MiB  {seconds:6.1f} s", flush=True)
+
+    growth = {}
+    for mode in modes:
+        small, large = (r for r in rows if r["mode"] == mode)
+        growth[mode] = large["peak_rss_mib"] - small["peak_rss_mib"]
+    data_growth = rows[-1]["data_mib"] - rows[0]["data_mib"]
+    print()
+    print(f"| mode | peak RSS N={args.n} (MiB) | peak RSS N={args.factor * args.n} (MiB) "
+          "| growth (MiB) |")
+    print("|---|---|---|---|")
+    for mode in modes:
+        small, large = (r for r in rows if r["mode"] == mode)
+        print(f"| {mode} | {small['peak_rss_mib']:.0f} | {large['peak_rss_mib']:.0f} "
+              f"| {growth[mode]:+.0f} |")
+    print(f"\nimages grew by {data_growth:.0f} MiB; streamed cache {args.cache_mb:g} MiB")
+    result = {
+        "benchmark": "memory", "darklens_version": __version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "workdir")},
+        "rows": rows, "growth_mib": growth, "data_growth_mib": data_growth,
+        "note": "peak RSS (ru_maxrss) of the `darklens train` child process; the machine is "
+                "shared with other jobs, so timings are noisy (memory much less so)",
+    }
+    if args.out:
+        write_json_atomic(args.out, result)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
