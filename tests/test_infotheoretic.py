@@ -192,7 +192,7 @@ def test_semi_supervised_pushes_labelled_anomalies_out() -> None:
     aurocs = {}
     for labelled in (True, False):
         det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=False,
-                              beta=0.1, eta=1.0, score="norm")
+                              beta=0.1, eta=1.0, score="norm", augment="full")
         if labelled:
             det.set_labelled_anomalies(rings(20, 8, blob=True))
         fit(det, TensorDataset(rings(256, 0)), None,
@@ -225,3 +225,26 @@ def test_hybrids_center_and_reconstruction() -> None:
     assert det.center_vec.abs().sum() > 0  # the SVDD-style centre from the initial pass
     scores = det.score_all(rings(6, 4))
     assert "recon" in scores and torch.isfinite(scores["recon"]).all()
+
+
+def test_stacked_native_views_train_on_two_different_renderings() -> None:
+    """A batch (B, V, H, W) holds V renderings of each lens; training pairs two different ones,
+    and the memory bank and scores use the first rendering only."""
+    base = rings(64, 0)
+    g = torch.Generator().manual_seed(5)
+    stack = torch.cat([base + 0.05 * torch.randn(base.shape, generator=g) for _ in range(3)], 1)
+    det = create_detector("infotheoretic", **SMALL, augment="none")
+    v1, v2 = det._two_views(stack[:8], torch.Generator().manual_seed(0))
+    assert v1.shape == v2.shape == (8, 1, S, S)
+    picks = [[int(torch.nonzero((stack[i] - v[i]).abs().flatten(1).amax(1) == 0)[0])
+              for i in range(8)] for v in (v1, v2)]
+    assert all(a != b for a, b in zip(*picks, strict=True))
+    fit(det, TensorDataset(stack), TensorDataset(stack[:16]),
+        TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert det.bank_backbone.shape[0] == 64
+    h, _ = det.encode(stack[:, :1])
+    assert torch.allclose(det.bank_backbone, h, atol=1e-5)
+    assert torch.isfinite(det.score(rings(4, 1))).all()
+    bad = create_detector("infotheoretic", **{**SMALL, "in_channels": 2})
+    with pytest.raises(ValueError, match="stack"):
+        bad.training_loss(torch.zeros(4, 3, S, S))

@@ -143,3 +143,22 @@ def test_bad_configs_are_rejected() -> None:
         make_augment("zoom")
     with pytest.raises(ValueError):
         make_augment("geometric")(torch.zeros(2, 1, 8, 10))
+
+
+def test_dihedral_set_is_lossless() -> None:
+    """Right angles and flips only: every view is a permutation of the image's pixels."""
+    x = ring(6, blob=True, seed=3)
+    out = make_augment("dihedral")(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
+    ways = {tuple(out[i, 0].flatten()[:5].tolist()) for i in range(6)}
+    assert len(ways) > 1  # not every image got the identity
+
+
+def test_noise_set_keeps_geometry_and_adds_bounded_noise() -> None:
+    x = ring(8, noise=0.05, seed=4)
+    out = make_augment("noise")(x, torch.Generator().manual_seed(1))
+    extra = (out - x).flatten(1).std(dim=1)
+    _, sigma = estimate_background(x)
+    assert (extra <= 1.1 * sigma + 1e-6).all() and extra.max() > 0.2 * sigma.max()
+    # No geometry: the ring is where it was.
+    assert torch.allclose(radial_profile(out), radial_profile(x), atol=0.05)

@@ -1,0 +1,74 @@
+"""Simulator-native views: the same lens rendered several times with independent noise draws.
+
+For contrastive training (the infotheoretic detector) the best positive pair is two observations
+of the *same* lens that differ only in what an observation cannot control: the noise. Augmenting
+one noisy image cannot give that (its noise is fixed; adding more lowers the signal-to-noise
+ratio), but the simulator can, because image ``i`` of class ``c`` under seed ``s`` is a pure
+function of ``(preset, s, c, i)``: the noiseless image is rendered once and ``n_views`` noise
+fields are added, each from the image's own counter-based noise stream under a different seed.
+
+View 0 uses the image's own noise stream, so it is byte-identical to what ``simulate_dataset``
+gives for that image; view ``v`` uses the seed ``seed + v * 2**32``, whose low 32 bits (and so
+the draw of every other parameter) are unchanged while the noise keys differ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from darklens.simulate.presets import Preset, get_preset
+from darklens.simulate.rng import normals
+from darklens.simulate.simulator import (
+    CLASS_IDS,
+    _noise_variance,
+    draw_parameters,
+    render_noiseless,
+)
+
+VIEW_SEED_STRIDE = 2**32
+
+
+def _normalise(preset: Preset, noisy: Tensor) -> Tensor:
+    """The simulator's per-image normalisation (see ``simulator._finish``)."""
+    if preset.normalisation == "minmax":
+        lo = noisy.amin((1, 2), keepdim=True)
+        hi = noisy.amax((1, 2), keepdim=True)
+        return (noisy - lo) / (hi - lo).clamp_min(1e-12)
+    if preset.normalisation == "flux":
+        return noisy
+    raise ValueError(f"unknown normalisation {preset.normalisation!r}")
+
+
+def render_views(
+    preset: Preset | str,
+    class_name: str,
+    indices: np.ndarray | Tensor,
+    seed: int,
+    n_views: int = 2,
+    batch_size: int = 256,
+) -> Tensor:
+    """Images ``indices`` of one class, each rendered ``n_views`` times: (B, n_views, H, W).
+
+    Every view has the same lens, source and substructure and the same noise level; only the
+    noise field differs. View 0 equals the image ``simulate_dataset`` makes.
+    """
+    if n_views < 1:
+        raise ValueError(f"n_views must be at least 1, got {n_views}")
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    idx_all = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+    out = []
+    for start in range(0, idx_all.shape[0], batch_size):
+        idx = idx_all[start:start + batch_size]
+        p = draw_parameters(preset, class_name, idx, seed)
+        clean = render_noiseless(preset, p, substructure=True)
+        sigma = torch.sqrt(_noise_variance(preset, p, clean))
+        b, h, w = clean.shape
+        views = []
+        for v in range(n_views):
+            noise = normals(seed + v * VIEW_SEED_STRIDE, CLASS_IDS[class_name], idx, "noise",
+                            h * w).view(b, h, w)
+            views.append(_normalise(preset, clean + sigma * noise).to(torch.float32))
+        out.append(torch.stack(views, dim=1))
+    return torch.cat(out)
