@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factor", type=int, default=4, help="the larger set has factor * n")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="training batch (256, the batch that scoring uses too)")
     p.add_argument("--cache-mb", type=float, default=32.0)
     p.add_argument("--detector", default="dcae")
     p.add_argument("--config", default='{"latent_dim": 32}', help="detector options (JSON)")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from darklens.data.dataset import NORMALISATIONS, ImageDataset
 from darklens.data.formats import load_dataset
@@ -154,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if dd.rank() != 0:
         dd.shutdown()
         return 0
-    val_scores = score_images(detector, _stack(val_set), device=args.device) if len(val_set) \
-        else np.zeros(0)
+    val_scores = _score_dataset(detector, val_set, args.device)
     extra["train"] = asdict(cfg)
     extra["world_size"] = dd.world_size()
     extra["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -187,5 +187,9 @@ def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any) -> d
             "n_per_class": args.n_labelled, "n": int(picked.shape[0])}
 
 
-def _stack(dataset: ImageDataset) -> torch.Tensor:
-    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+def _score_dataset(detector: Any, dataset: ImageDataset, device: str,
+                   batch_size: int = 256) -> np.ndarray:
+    """Scores of every image, a batch at a time (never all images in memory at once)."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    parts = [score_images(detector, batch[0], batch_size, device) for batch in loader]
+    return np.concatenate(parts) if parts else np.zeros(0)
