@@ -46,21 +46,28 @@ def roc_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
 
 def histogram_figure(scores: dict[str, dict[str, np.ndarray]], normal: str,
                      classes: Sequence[str]) -> plt.Figure:
-    """Rows: detectors; columns: anomaly classes; normal vs that class, shared bins per row."""
+    """Rows: detectors; columns: anomaly classes; normal vs that class, shared bins per row.
+
+    Scores spanning more than a factor 50 (all positive) get logarithmic bins and axis.
+    """
     dets = list(scores)
     fig, axes = plt.subplots(len(dets), len(classes), squeeze=False,
                              figsize=(3.6 * len(classes), 2.3 * len(dets)))
     for r, det in enumerate(dets):
         every = np.concatenate([v for v in scores[det].values() if v.size])
         lo, hi = np.quantile(every, [0.005, 0.995]) if every.size else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        log = lo > 0 and hi / lo > 50  # heavy tail (distances): log bins show both bulks
+        bins = (np.geomspace(lo, hi, 31) if log
+                else np.linspace(lo, hi if hi > lo else lo + 1.0, 31))
         for c, cls in enumerate(classes):
             ax = axes[r, c]
             for name in (normal, cls):
                 v = np.clip(scores[det].get(name, np.zeros(0)), bins[0], bins[-1])
-                ax.hist(v, bins=bins, density=True, alpha=0.55, label=name,
-                        color=_colour(name, c))
+                ax.hist(v, bins=bins, weights=np.full(v.size, 1.0 / max(v.size, 1)),
+                        alpha=0.55, label=name, color=_colour(name, c))  # fraction per bin
             ax.set_yticks([])
+            if log:
+                ax.set_xscale("log")
             if c == 0:
                 ax.set_ylabel(det, fontsize=9)
             if r == 0:
