@@ -5,24 +5,40 @@ data for early stopping and the label-free choices), test on ``--n-test`` images
 (no_sub, cdm, vortex) simulated with a different seed. Every run reports the test AUROC of every
 score of the detector (all anomalies together, cdm, vortex), the score chosen without labels,
 and its label-free criteria. Presets: ``demo`` and ``model-a64`` (DeepLense Model A-like, 64x64,
-same field of view as the 150x150 original).
+same field of view as the 150x150 original). The defaults were chosen on a separate
+development train/test pair (other seeds), never on these test sets.
+
+Rows: ``infotheoretic (default)`` trains on the single noisy images, like every baseline;
+``infotheoretic (native views xV)`` trains on the same lenses rendered ``--views`` times by the
+simulator (independent noise draws; ``darklens.simulate.views``), which is extra information
+the baselines do not get, so ``knn (all V native views in the bank)`` is the matching baseline
+(every rendering a separate training image).
 
 Groups (``--groups``): default, beta, penalty, critic, entropy, temperature, batch, augment,
-hybrid, semi (labelled anomalies: 10/50/250 per class, and cdm-only labels tested on vortex),
+hybrid, semi (0/10/50/250 labelled anomalies per class, and cdm-only labels tested on vortex),
 baselines (every other registered detector, same data, epochs and seeds).
 
     python benchmarks/infotheoretic.py --smoke                      # about a minute
-    python benchmarks/infotheoretic.py --preset demo --budget-minutes 30 --seeds 3
+    python benchmarks/infotheoretic.py --preset demo --seeds 3 --ablation-seeds 1 --epochs 12 \
+        --curves --budget-minutes 75 --out benchmarks/results/infotheoretic-demo.json
 
-Runs go in rounds (all configs for seed 0, then seed 1, ...) so that a budget cut leaves
-complete comparisons; runs that did not fit are listed as skipped. Simulated data are cached in
-``runs/bench-cache``. Prints a table and writes JSON (``--out``).
+The main comparison (default, native views, baselines) runs for every seed first, then the
+ablations for ``--ablation-seeds`` seeds, so that a budget cut leaves complete comparisons;
+runs that did not fit are listed as skipped. The JSON (``--out``) is rewritten after every
+run, and ``--resume`` keeps the finished runs of an interrupted one. ``--curves`` records the
+test AUROC of every score after each epoch for the default rows of seed 0 (learning curves;
+their evaluation time is not counted as training time). Simulated data are cached in
+``--cache``, keyed by a hash of the preset.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
+import os
+import platform
 import sys
 import time
 import warnings
@@ -41,8 +57,8 @@ from darklens.models.base import create_detector, list_detectors
 from darklens.models.infotheoretic import CollapseWarning
 from darklens.train.loop import TrainConfig, fit
 
-GROUPS = ("default", "beta", "penalty", "critic", "entropy", "temperature", "batch", "augment",
-          "hybrid", "semi", "baselines")
+GROUPS = ("default", "bank", "beta", "penalty", "critic", "entropy", "temperature", "batch",
+          "augment", "hybrid", "semi", "baselines")
 
 
 @dataclass
@@ -53,21 +69,39 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     labelled: dict[str, int] = field(default_factory=dict)  # class -> number of labelled images
+    views: int = 1  # >1: train on that many simulator-native renderings of each training lens
+    flatten_views: bool = False  # baselines: every rendering as a separate training image
 
 
-def ablation_runs(groups: tuple[str, ...]) -> list[Run]:
+NATIVE = {"augment": "none"}  # simulator-native views need no augmentation (measured best)
+
+
+def ablation_runs(groups: tuple[str, ...], views: int = 4) -> list[Run]:
     """Every configuration of the requested groups, in priority order."""
     runs: list[Run] = []
     if "default" in groups:
         runs.append(Run("default", "infotheoretic (default)"))
+        if views > 1:
+            runs.append(Run("default", f"infotheoretic (native views x{views})", config=NATIVE,
+                            views=views))
     if "baselines" in groups:
         runs += [Run("baselines", name, detector=name) for name in list_detectors()
                  if name != "infotheoretic"]
+        # The fast autoencoders also with many more epochs (more wall time than ours).
+        runs += [Run("baselines", f"{name} ({e} epochs)", detector=name, train={"epochs": e})
+                 for name, e in (("dcae", 100), ("cvae", 100), ("aae", 50))]
+        if views > 1:
+            runs.append(Run("baselines", f"knn (all {views} native views in the bank)",
+                            detector="knn", views=views, flatten_views=True))
     if "beta" in groups:
         runs += [Run("beta", f"beta={b:g}", config={"beta": b})
                  for b in (0.0, 1e-4, 1e-3, 1e-1, 1.0)]  # 1e-2 is the default
+        runs += [Run("beta", f"entropy on backbone, beta={b:g}",
+                     config={"entropy_on": "backbone", "beta": b}) for b in (1e-2, 1.0)]
     if "penalty" in groups:
         runs.append(Run("penalty", "penalty=l1", config={"penalty": "l1"}))
+        runs.append(Run("penalty", "penalty=l1, entropy on backbone, beta=1",
+                        config={"penalty": "l1", "entropy_on": "backbone", "beta": 1.0}))
     if "critic" in groups:
         runs += [Run("critic", "critic=bilinear raw",
                      config={"critic": "bilinear", "normalize": False}),
@@ -78,19 +112,29 @@ def ablation_runs(groups: tuple[str, ...]) -> list[Run]:
         runs.append(Run("entropy", "entropy on backbone", config={"entropy_on": "backbone"}))
     if "temperature" in groups:
         runs += [Run("temperature", f"temperature={t:g}", config={"temperature": t})
-                 for t in (0.1, 0.5)]
+                 for t in (0.05, 0.2, 0.5)]  # 0.1 is the default
     if "batch" in groups:
         runs += [Run("batch", f"batch={b}", train={"batch_size": b}) for b in (64, 256)]
+    if "bank" in groups:
+        runs.append(Run("bank", "bank without dihedral turns", config={"bank_dihedral": False}))
+        if views > 1:
+            runs.append(Run("bank", f"native views x{views}, bank without dihedral turns",
+                            config={**NATIVE, "bank_dihedral": False}, views=views))
     if "augment" in groups:
         runs += [Run("augment", f"augment={a}", config={"augment": a})
-                 for a in ("none", "geometric", "geometric+noise")]
+                 for a in ("none", "dihedral", "geometric", "geometric+noise", "full")]
+        if views > 1:
+            runs.append(Run("augment", f"native views x{views} + augment=noise",
+                            config={"augment": "noise"}, views=views))
     if "hybrid" in groups:
         runs += [Run("hybrid", "hybrid: SVDD centre", config={"center": True}),
                  Run("hybrid", "hybrid: + AE decoder", config={"recon_weight": 1.0})]
     if "semi" in groups:
-        runs += [Run("semi", f"semi: {n} labelled per class", config={"score": "norm"},
+        semi = {"score": "norm", "entropy_on": "backbone", "beta": 1.0}
+        runs.append(Run("semi", "semi: 0 labelled (same config, norm score)", config=semi))
+        runs += [Run("semi", f"semi: {n} labelled per class", config=semi,
                      labelled={"cdm": n, "vortex": n}) for n in (10, 50, 250)]
-        runs.append(Run("semi", "semi: 50 cdm only (unseen vortex)", config={"score": "norm"},
+        runs.append(Run("semi", "semi: 50 cdm only (unseen vortex)", config=semi,
                         labelled={"cdm": 50}))
     return runs
 
@@ -104,12 +148,18 @@ def preset_for(name: str):
     return get_preset(name)
 
 
+def preset_key(preset: str) -> str:
+    """Short hash of every field of a preset, so a re-tuned preset never reuses stale images."""
+    text = json.dumps(preset_for(preset).to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def simulate(preset: str, n_per_class: int, seed: int, classes: tuple[str, ...],
              cache: Path) -> LensData:
     """Simulated images, cached as a plain .npz (no pickle) keyed by everything that matters."""
     from darklens.simulate.simulator import simulate_dataset
 
-    path = cache / f"{preset}-{'+'.join(classes)}-n{n_per_class}-s{seed}.npz"
+    path = cache / f"{preset}-{preset_key(preset)}-{'+'.join(classes)}-n{n_per_class}-s{seed}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
             return LensData(images=f["images"], labels=f["labels"])
@@ -144,22 +194,32 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
         det.set_labelled_anomalies(torch.as_tensor(np.concatenate(parts)))
     test_x = torch.as_tensor(data["test"].images)
     curve: list[dict[str, float]] = []
+    evaluating = [0.0]  # seconds spent on the learning curve, not counted as training time
 
     def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
         if not curves:
             return
+        t = time.perf_counter()
+        was_training = det.training
         det.fit_end(data["train_images"].split(256), data["val_images"].split(256))
         s = det.score_all(test_x)
-        curve.append({"epoch": epoch, "seconds": time.perf_counter() - t0,
+        det.train(was_training)
+        curve.append({"epoch": epoch, "train_seconds": t - t0 - evaluating[0],
                       **{f"auroc_{k}": anomaly_metrics(v.numpy(), data["test"].labels)[
                           "auroc"]["all"] for k, v in s.items()}})
+        evaluating[0] += time.perf_counter() - t
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CollapseWarning)
-        result = fit(det, data["train"], data["val"], TrainConfig.from_dict(cfg),
+        train_set, val_set = data["train"], data["val"]
+        if run.views > 1:
+            views = data["views"]
+            train_set, val_set = (views["flat"], data["val"]) if run.flatten_views else \
+                (views["train"], views["val"])
+        result = fit(det, train_set, val_set, TrainConfig.from_dict(cfg),
                      on_epoch_end=on_epoch_end)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - evaluating[0]
     det.eval()
     labels = data["test"].labels
     if hasattr(det, "score_all"):
@@ -171,7 +231,8 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
         default, diag = "score", {}
     return {
         "group": run.group, "label": run.label, "detector": run.detector, "seed": seed,
-        "config": run.config, "train": cfg, "labelled": run.labelled,
+        "config": run.config, "train": cfg, "labelled": run.labelled, "views": run.views,
+        "flatten_views": run.flatten_views,
         "seconds": seconds, "epochs_run": result.epochs_run,
         "scores": _auroc_table(scores, labels), "default_score": default,
         "diagnostics": diag,
@@ -181,7 +242,7 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
 
 
 def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Path,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, views: int = 1) -> dict[str, Any]:
     train = simulate(preset, n_train, 1000 + seed, ("no_sub",), cache)
     test = simulate(preset, n_test, 2000 + seed, CLASSES, cache)
     x = torch.as_tensor(train.images)
@@ -190,10 +251,32 @@ def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Pa
         "train": TensorDataset(x[n_val:]), "val": TensorDataset(x[:n_val]),
         "train_images": x[n_val:], "val_images": x[:n_val], "test": test,
     }
+    if views > 1:
+        # The same training lenses rendered ``views`` times (view 0 is the image above).
+        stack = native_views(preset, n_train, 1000 + seed, views, cache)
+        if not torch.equal(stack[:, :1], x):
+            raise RuntimeError("native view 0 differs from the simulated training image")
+        out["views"] = {"train": TensorDataset(stack[n_val:]), "val": TensorDataset(stack[:n_val]),
+                        "flat": TensorDataset(stack[n_val:].reshape(-1, 1, *x.shape[-2:]))}
     if n_labelled:
         lab = simulate(preset, n_labelled, 3000 + seed, ("cdm", "vortex"), cache)
         out["labelled"] = {c: lab.images[lab.labels == CLASSES.index(c)] for c in ("cdm", "vortex")}
     return out
+
+
+def native_views(preset: str, n: int, seed: int, views: int, cache: Path) -> torch.Tensor:
+    """(n, views, H, W) simulator-native renderings of the no_sub images 0..n-1, cached."""
+    from darklens.simulate.views import render_views
+
+    path = cache / f"{preset}-{preset_key(preset)}-no_sub-views{views}-n{n}-s{seed}.npy"
+    if path.exists():
+        return torch.as_tensor(np.load(path, allow_pickle=False))
+    stack = render_views(preset_for(preset), "no_sub", np.arange(n), seed, views)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, stack.numpy())
+    tmp.replace(path)
+    return stack
 
 
 def _fmt(values: list[float]) -> str:
@@ -280,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=1000, help="no_sub training images")
     p.add_argument("--n-test", type=int, default=500, help="test images per class")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3,
+                   help="training seeds of the default, native-view and baseline runs")
+    p.add_argument("--ablation-seeds", type=int, default=1,
+                   help="training seeds of the ablation groups (they are many)")
+    p.add_argument("--views", type=int, default=4,
+                   help="simulator-native renderings per training lens for the native-view "
+                   "rows (1: none)")
     p.add_argument("--budget-minutes", type=float, default=60.0,
                    help="stop starting new runs after this much wall time")
     p.add_argument("--curves", action="store_true",
@@ -289,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default="runs/bench-cache")
     p.add_argument("--out", default="benchmarks/results/infotheoretic.json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished runs of an earlier (interrupted) --out and add the rest")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     presets = args.preset or ["demo", "model-a64"]
@@ -300,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         presets = args.preset or ["model-a64"]
         args.n_train, args.n_test, args.epochs, args.seeds = 400, 100, 3, 1
         runs = [Run("default", "infotheoretic (default)"),
+                Run("default", "infotheoretic (native views x2)", config=NATIVE, views=2),
                 Run("critic", "critic=bilinear raw",
                     config={"critic": "bilinear", "normalize": False}),
                 Run("semi", "semi: 10 labelled per class", config={"score": "norm"},
@@ -307,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 Run("baselines", "deep-svdd", detector="deep-svdd"),
                 Run("baselines", "knn", detector="knn")]
     else:
-        runs = ablation_runs(groups)
+        runs = ablation_runs(groups, args.views)
     n_labelled = max([max(r.labelled.values()) for r in runs if r.labelled] or [0])
     start = time.perf_counter()
     budget = args.budget_minutes * 60
@@ -316,40 +408,64 @@ def main(argv: list[str] | None = None) -> int:
     datasets = {}
     for preset in presets:
         t = time.perf_counter()
-        datasets[preset] = load_data(preset, args.n_train, args.n_test, n_labelled, cache)
+        datasets[preset] = load_data(preset, args.n_train, args.n_test, n_labelled, cache,
+                                     views=max([r.views for r in runs] + [1]))
         print(f"[{preset}] data ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    for seed in range(args.seeds):
-        for preset in presets:
-            for run in runs:
-                meta = {"preset": preset, "group": run.group, "label": run.label, "seed": seed}
-                if time.perf_counter() - start > budget:
-                    records.append({**meta, "skipped": "budget"})
-                    continue
-                rec = execute(run, seed, datasets[preset], args.epochs,
-                              curves=args.curves and seed == 0 and run.group == "default")
-                rec["preset"] = preset
-                records.append(rec)
-                d = rec["scores"].get(rec["default_score"]) or {}
-                auroc = d.get("auroc", {})
-                print(f"[{preset} seed {seed}] {run.label}: {rec['default_score']} AUROC "
-                      f"all {auroc.get('all', math.nan):.3f} cdm {auroc.get('cdm', math.nan):.3f}"
-                      f" vortex {auroc.get('vortex', math.nan):.3f} ({rec['seconds']:.0f} s)",
-                      file=sys.stderr)
-    table = summarise(records)
-    print_table(table)
-    picks = label_free_pick(table)
-    for preset, pick in picks.items():
+    main_groups = ("default", "baselines")
+    # Main comparison for every seed first, then the ablations: a budget cut leaves complete
+    # comparisons.
+    schedule = [(seed, preset, run) for seed in range(args.seeds) for preset in presets
+                for run in runs if run.group in main_groups]
+    schedule += [(seed, preset, run) for seed in range(args.ablation_seeds) for preset in presets
+                 for run in runs if run.group not in main_groups]
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    out_path = Path(args.out)
+    if args.resume and out_path.exists():
+        for r in json.loads(out_path.read_text())["records"]:
+            if "scores" in r:
+                done[(r["preset"], r["label"], r["seed"])] = r
+        print(f"resuming: {len(done)} finished runs read from {out_path}", file=sys.stderr)
+
+    def write(final: bool) -> dict[str, Any]:
+        table = summarise(records)
+        payload = {
+            "command": " ".join(["python", "benchmarks/infotheoretic.py",
+                                 *(argv if argv is not None else sys.argv[1:])]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.platform(),
+            "cpus": os.cpu_count(), "args": vars(args), "torch_threads": torch.get_num_threads(),
+            "complete": final, "wall_seconds": time.perf_counter() - start, "table": table,
+            "label_free_pick": label_free_pick(table), "records": records,
+        }
+        write_json_atomic(args.out, payload)
+        return payload
+
+    for seed, preset, run in schedule:
+        meta = {"preset": preset, "group": run.group, "label": run.label, "seed": seed}
+        if (preset, run.label, seed) in done:
+            records.append(done[(preset, run.label, seed)])
+            continue
+        if time.perf_counter() - start > budget:
+            records.append({**meta, "skipped": "budget"})
+            continue
+        rec = execute(run, seed, datasets[preset], args.epochs,
+                      curves=args.curves and seed == 0 and run.group == "default")
+        rec["preset"] = preset
+        records.append(rec)
+        write(final=False)
+        d = rec["scores"].get(rec["default_score"]) or {}
+        auroc = d.get("auroc", {})
+        print(f"[{preset} seed {seed}] {run.label}: {rec['default_score']} AUROC "
+              f"all {auroc.get('all', math.nan):.3f} cdm {auroc.get('cdm', math.nan):.3f}"
+              f" vortex {auroc.get('vortex', math.nan):.3f} ({rec['seconds']:.0f} s)",
+              file=sys.stderr)
+    payload = write(final=True)
+    print_table(payload["table"])
+    for preset, pick in payload["label_free_pick"].items():
         print(f"label-free pick on {preset}: {pick['label']} (pseudo-AUROC "
               f"{pick['pseudo_auroc']:.3f}) -> test AUROC {pick['test_auroc_all']:.3f}")
     skipped = [r for r in records if r.get("skipped")]
     if skipped:
         print(f"{len(skipped)} runs skipped for the time budget")
-    write_json_atomic(args.out, {
-        "command": " ".join(["python", "benchmarks/infotheoretic.py", *(argv or sys.argv[1:])]),
-        "args": vars(args), "torch_threads": torch.get_num_threads(),
-        "wall_seconds": time.perf_counter() - start, "table": table, "label_free_pick": picks,
-        "records": records,
-    })
     print(f"wrote {args.out}")
     return 0
 

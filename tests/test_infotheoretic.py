@@ -129,7 +129,7 @@ def test_scores_need_the_bank() -> None:
 
 def test_trained_detector_finds_blobs(trained: InfoTheoretic) -> None:
     diag = trained.diagnostics()
-    assert diag["bank_size"] == 256
+    assert diag["bank_size"] == 256 * 8  # every training image and its 7 other turns/flips
     assert diag["selected_score"] in trained.score_names()
     assert set(diag["pseudo_auroc"]) == set(trained.score_names())
     assert not diag["collapsed"]
@@ -241,10 +241,26 @@ def test_stacked_native_views_train_on_two_different_renderings() -> None:
     assert all(a != b for a, b in zip(*picks, strict=True))
     fit(det, TensorDataset(stack), TensorDataset(stack[:16]),
         TrainConfig(epochs=1, batch_size=32, progress=False))
-    assert det.bank_backbone.shape[0] == 64
+    assert det.bank_backbone.shape[0] == 64 * 8
     h, _ = det.encode(stack[:, :1])
-    assert torch.allclose(det.bank_backbone, h, atol=1e-5)
+    assert torch.allclose(det.bank_backbone[:64], h, atol=1e-5)
     assert torch.isfinite(det.score(rings(4, 1))).all()
     bad = create_detector("infotheoretic", **{**SMALL, "in_channels": 2})
     with pytest.raises(ValueError, match="stack"):
         bad.training_loss(torch.zeros(4, 3, S, S))
+
+
+def test_dihedral_bank_holds_the_turned_training_images() -> None:
+    x = rings(40, 0)
+    for dihedral in (True, False):
+        det = create_detector("infotheoretic", **SMALL, bank_dihedral=dihedral).eval()
+        det.fit_end([x[:32], x[32:]], [rings(8, 1)])
+        assert det.bank_backbone.shape[0] == 40 * (8 if dihedral else 1)
+        h, _ = det.encode(x)
+        assert torch.allclose(det.bank_backbone[:40], h, atol=1e-5)
+    det = create_detector("infotheoretic", **SMALL).eval()
+    det.fit_end([x], None)  # no validation data: the choice holds images (and turns) out
+    assert det.bank_backbone.shape[0] == 40 * 8
+    assert torch.allclose(det.bank_backbone[-40:], det.encode(torch.rot90(
+        x.flip(-1), 3, dims=(-2, -1)))[0], atol=1e-5)
+    assert int(det.selected_score) >= 0
