@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/simulate.py --out benchmarks/results/simulate.json
+	$(PY) benchmarks/simulate.py --threads 1 --out benchmarks/results/simulate-threads1.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
