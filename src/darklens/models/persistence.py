@@ -24,7 +24,7 @@ from darklens import __version__
 from darklens.errors import CheckpointError
 from darklens.io import atomic_path, write_json_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
-from darklens.models.safe_load import safe_torch_load
+from darklens.models.safe_load import load_state_into
 
 CONFIG = "config.json"
 WEIGHTS = "weights.pt"
@@ -89,15 +89,5 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
         detector = create_detector(name, **config["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{Path(run_dir) / CONFIG}: bad config for {name} ({err})") from err
-    path = Path(run_dir) / WEIGHTS
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing weights file")
-    state = safe_torch_load(path, map_location)  # tensors only; CheckpointError otherwise
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a state_dict")
-    try:
-        detector.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit detector {name} "
-                              f"({str(err).splitlines()[0]})") from err
-    return detector.eval()
+    return load_state_into(detector, Path(run_dir) / WEIGHTS, f"detector {name}",
+                           map_location=map_location)

@@ -30,7 +30,7 @@ from darklens.data.dataset import Normaliser
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
 from darklens.models.regressor import Regressor, predict_ensemble
-from darklens.models.safe_load import safe_torch_load
+from darklens.models.safe_load import load_state_into
 
 RUN_JSON = "regression.json"
 SPLIT_JSON = "split.json"
@@ -92,17 +92,7 @@ def build_model(info: dict[str, Any]) -> Regressor:
 
 
 def load_weights(model: Regressor, path: Path) -> Regressor:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing weights (did training finish?)")
-    state = safe_torch_load(path)  # tensors only; CheckpointError otherwise
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the model "
-                              f"({str(err).splitlines()[0]})") from err
-    return model.eval()
+    return load_state_into(model, path, "the model", "missing weights (did training finish?)")
 
 
 @dataclass

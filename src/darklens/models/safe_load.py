@@ -48,3 +48,29 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as err:  # corrupt, truncated, or holding objects we refuse to unpickle
         raise CheckpointError(f"{path}: cannot be loaded safely "
                               f"({load_error_reason(err)})") from err
+
+
+def load_state_into(
+    module: torch.nn.Module,
+    path: str | os.PathLike,
+    what: str,
+    missing: str = "missing weights file",
+    map_location: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """Load a state_dict file into ``module`` (tensors only); ``CheckpointError`` naming ``path``.
+
+    ``what`` names the model in the message when the weights do not fit it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {missing}")
+    state = safe_torch_load(path, map_location)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a state_dict")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights do not fit {what} ({str(err).splitlines()[0]})"
+        ) from err
+    return module.eval()
