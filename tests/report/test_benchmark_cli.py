@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from report_toy import BENCH_ARGS
 
 from darklens.benchmark import read_test_scores
@@ -68,13 +69,15 @@ def test_rerun_keeps_finished_runs_and_redoes_missing_ones(bench_dir, toy_data_d
 def test_budget_plans_epochs_and_user_mistakes_exit_2(toy_data_dir, tmp_path):
     out = tmp_path / "b"
     assert main(["benchmark", "--data", str(toy_data_dir), "--out", str(out), "--detectors",
-                 "deep-svdd,knn", "--budget-minutes", "0.01", "--no-report",
+                 "deep-svdd,knn", "--budget-minutes", "0.0001", "--no-report",
                  "--no-progress"]) == 0
     r = json.loads((out / "results.json").read_text())
     assert r["budget"]["runs_with_training"] == 1  # kNN trains nothing: no share for it
-    assert r["budget"]["seconds_per_run"] == 0.6
+    assert r["budget"]["seconds_per_run"] == pytest.approx(0.006)
     rec = r["detectors"]["deep-svdd"]["seeds"]["0"]
-    assert 1 <= rec["epochs_run"] <= rec["epochs_planned"] < 30  # not Deep SVDD's default 30
+    # a budget far below one epoch plans the minimum, one epoch (not Deep SVDD's default 30),
+    # whatever the machine's speed
+    assert rec["epochs_run"] == rec["epochs_planned"] == 1
     assert rec["train"]["max_minutes"] > 0 and rec["probe"]["probe_seconds"] > 0
     assert main(["benchmark", "--data", str(toy_data_dir), "--out", str(out),
                  "--detectors", "nope"]) == 2
