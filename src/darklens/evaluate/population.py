@@ -32,6 +32,8 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp  # scipy comes with scikit-learn
 
 LOG_2PI = math.log(2 * math.pi)
+#: Largest intermediate array (elements) built at once: lenses and points go in blocks.
+_MAX_ELEMENTS = 1 << 21
 
 
 def _log_normal(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -94,6 +96,36 @@ class TrainingPrior:
         return cls("histogram", low=float(edges[0]), high=float(edges[-1]),
                    edges=tuple(edges.tolist()), density=tuple(density.tolist()))
 
+    def to_dict(self) -> dict:
+        """JSON-able form (only the fields of its kind); ``from_dict`` reads it back."""
+        if self.kind == "uniform":
+            return {"kind": "uniform", "low": self.low, "high": self.high}
+        if self.kind == "gaussian":
+            return {"kind": "gaussian", "mean": self.mean, "std": self.std}
+        return {"kind": self.kind, "edges": list(self.edges), "density": list(self.density)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingPrior:
+        """The prior written by ``to_dict``; ValueError if it is not one."""
+        try:
+            kind = d["kind"]
+            if kind == "uniform":
+                return cls.uniform(d["low"], d["high"])
+            if kind == "gaussian":
+                return cls.gaussian(d["mean"], d["std"])
+            if kind == "histogram":
+                edges = tuple(float(v) for v in d["edges"])
+                density = tuple(float(v) for v in d["density"])
+                if len(edges) != len(density) + 1 or len(density) < 1 or \
+                        not all(b > a for a, b in zip(edges, edges[1:], strict=False)) or \
+                        not all(v > 0 for v in density):
+                    raise ValueError("bad histogram")
+                return cls("histogram", low=edges[0], high=edges[-1], edges=edges,
+                           density=density)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a training prior: {err}") from None
+        raise ValueError(f"unknown training prior kind {kind!r}")
+
     def logpdf(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
         if self.kind == "gaussian":
@@ -146,17 +178,70 @@ def lens_log_evidence(mu: np.ndarray, sigma: np.ndarray, prior: TrainingPrior,
             val = (math.log(prior.high - prior.low) + _log_normal(mu, m, s2 + t2p)
                    + _log_phi_diff((prior.low - c) / d, (prior.high - c) / d))
         else:
-            y = np.linspace(prior.low, prior.high, n_quad)
-            dy = y[1] - y[0]
-            log_r = _log_normal(y[None, :], mu, s2) - prior.logpdf(y)[None, :]  # (N, G)
-            val = np.empty(out.shape)
-            for j in range(m.shape[1]):
-                if delta[0, j]:
-                    continue
-                log_k = _log_normal(y, m[0, j], t2p[0, j])  # (G,)
-                val[:, j] = logsumexp(log_r + log_k[None, :], axis=1) + math.log(dy)
+            val = np.zeros(out.shape)
+            use = ~delta[0]
+            val[:, use] = _quadrature_log_evidence(mu, s2, prior, m[0, use], t2p[0, use], n_quad)
         out[:] = np.where(delta, out, val)
     return out
+
+
+def _quadrature_log_evidence(mu: np.ndarray, s2: np.ndarray, prior: TrainingPrior,
+                             m: np.ndarray, t2: np.ndarray, n_quad: int,
+                             summed: bool = False) -> np.ndarray:
+    """log ∫ N(y; mu_i, s_i^2) N(y; m_j, t_j^2) / p_train(y) dy (t_j > 0) on a grid over the
+    prior's support: (N, L), or its sum over the lenses (L,) if ``summed``.
+
+    One matrix product per block of points; the lens factors and the population kernels are
+    each scaled by their maximum, so the result is exact up to rounding unless a lens and a
+    point are hundreds of log units apart, where the evidence is negligible (it comes out as
+    -inf). Memory: the lens factors, N x n_quad.
+    """
+    mu, s2 = mu.reshape(-1, 1), s2.reshape(-1, 1)
+    m, t2 = np.asarray(m, np.float64).reshape(-1), np.asarray(t2, np.float64).reshape(-1)
+    y = np.linspace(prior.low, prior.high, n_quad)
+    log_dy = math.log(y[1] - y[0])
+    log_r = _log_normal(y[None, :], mu, s2) - prior.logpdf(y)[None, :]  # (N, G)
+    r_max = log_r.max(axis=1, keepdims=True)
+    r = np.exp(log_r - r_max)
+    del log_r
+    out = np.zeros(m.size) if summed else np.zeros((mu.shape[0], m.size))
+    block = max(1, _MAX_ELEMENTS // max(n_quad, mu.shape[0]))
+    for lo in range(0, m.size, block):
+        j = slice(lo, lo + block)
+        log_k = _log_normal(y[:, None], m[None, j], t2[None, j])  # (G, B)
+        k_max = log_k.max(axis=0, keepdims=True)
+        with np.errstate(divide="ignore"):
+            val = np.log(r @ np.exp(log_k - k_max)) + r_max + k_max + log_dy  # (N, B)
+        if summed:
+            out[j] = val.sum(axis=0)
+        else:
+            out[:, j] = val
+    return out
+
+
+def summed_log_evidence(mu: np.ndarray, sigma: np.ndarray, prior: TrainingPrior,
+                        m: np.ndarray, tau: np.ndarray | float = 0.0,
+                        n_quad: int = 4001) -> np.ndarray:
+    """sum_i lens_log_evidence over the lenses, for each point (m, tau): shape (L,), computed
+    in blocks so that memory stays bounded for thousands of lenses."""
+    mu = np.asarray(mu, np.float64).reshape(-1)
+    sigma = np.asarray(sigma, np.float64).reshape(-1)
+    m = np.asarray(m, np.float64).reshape(-1)
+    tau = np.broadcast_to(np.asarray(tau, np.float64), m.shape)
+    total = np.zeros(m.size)
+    rest = np.ones(m.size, dtype=bool)
+    if prior.kind not in ("gaussian", "uniform"):  # quadrature: its own blocks
+        rest = tau == 0
+        if not rest.all():
+            total[~rest] = _quadrature_log_evidence(mu, sigma**2, prior, m[~rest],
+                                                    tau[~rest] ** 2, n_quad, summed=True)
+    if rest.any():
+        mr, tr = m[rest], tau[rest]
+        block = max(1, _MAX_ELEMENTS // max(mr.size, 1))
+        for lo in range(0, len(mu), block):
+            total[rest] += lens_log_evidence(mu[lo:lo + block], sigma[lo:lo + block], prior, mr,
+                                             tr, n_quad).sum(axis=0)
+    return total
 
 
 @dataclass
@@ -238,7 +323,7 @@ def infer_shared_value(mu: np.ndarray, sigma: np.ndarray, prior: TrainingPrior,
     lo, hi = _search_range(mu, sigma, prior)
 
     def log_post(grid: np.ndarray) -> np.ndarray:
-        return lens_log_evidence(mu, sigma, prior, grid, 0.0).sum(axis=0)
+        return summed_log_evidence(mu, sigma, prior, grid, 0.0)
 
     grid, lp = _refine(log_post, lo, hi, n_grid)
     return _summarise(parameter, grid, lp, mu.size)
@@ -267,7 +352,7 @@ def infer_population_mean(mu: np.ndarray, sigma: np.ndarray, prior: TrainingPrio
     def log_post(grid: np.ndarray) -> np.ndarray:
         mm = np.repeat(grid, taus.size)
         tt = np.tile(taus, grid.size)
-        ll = lens_log_evidence(mu, sigma, prior, mm, tt).sum(axis=0).reshape(grid.size, -1)
+        ll = summed_log_evidence(mu, sigma, prior, mm, tt).reshape(grid.size, -1)
         return logsumexp(ll, axis=1)  # marginalise tau (flat)
 
     grid, lp = _refine(log_post, lo, hi, n_grid)
