@@ -57,11 +57,14 @@ class Detector(nn.Module):
     - ``validation_loss(batch)``: deterministic loss on normal validation images for early
       stopping (default: ``training_loss`` under ``no_grad`` in eval mode).
     - ``wants_labels``: when True the loop passes ``(images, labels)`` instead of ``images``.
+    - ``accepts_native_views``: when True, training batches may stack V simulator-native views
+      of each image along the channels, (B, V*C, H, W) (``darklens train --views native``).
     - ``train_defaults``: the detector's own defaults for ``TrainConfig`` fields (e.g. lr).
     """
 
     name: ClassVar[str]
     wants_labels: ClassVar[bool] = False
+    accepts_native_views: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
@@ -118,6 +121,14 @@ def list_detectors() -> list[str]:
     """Names of every registered detector, sorted."""
     _load_all()
     return sorted(_REGISTRY)
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The class registered as ``name`` (KeyError if none)."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
 
 
 def create_detector(name: str, **config: Any) -> Detector:

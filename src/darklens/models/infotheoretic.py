@@ -161,6 +161,8 @@ class InfoTheoretic(Detector):
     """Contrastive encoder with an entropy penalty; scores by norm, kNN or critic density."""
 
     name = "infotheoretic"
+    # Trains on stacked simulator-native views (``darklens train --views native``).
+    accepts_native_views: ClassVar[bool] = True
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3, "weight_decay": 1e-5, "scheduler": "cosine", "batch_size": 128,
         "epochs": 30,

@@ -10,6 +10,10 @@ fields are added, each from the image's own counter-based noise stream under a d
 View 0 uses the image's own noise stream, so it is byte-identical to what ``simulate_dataset``
 gives for that image; view ``v`` uses the seed ``seed + v * 2**32``, whose low 32 bits (and so
 the draw of every other parameter) are unchanged while the noise keys differ.
+
+With ``new_source=True`` views after the first also get a new source (its light profile,
+brightness and position, ``SOURCE_KEYS``, drawn under that same per-view seed) behind the same
+lens and substructure: the positive pair then differs in the source as well as the noise.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from darklens.simulate.simulator import (
 )
 
 VIEW_SEED_STRIDE = 2**32
+# The parameters of the source light (``draw_parameters``); redrawn per view with new_source.
+SOURCE_KEYS: tuple[str, ...] = ("source_r_eff", "source_n", "source_q", "source_phi",
+                                "source_amp", "source_magnitude", "source_x", "source_y")
 
 
 def _normalise(preset: Preset, noisy: Tensor) -> Tensor:
@@ -48,11 +55,13 @@ def render_views(
     seed: int,
     n_views: int = 2,
     batch_size: int = 256,
+    new_source: bool = False,
 ) -> Tensor:
     """Images ``indices`` of one class, each rendered ``n_views`` times: (B, n_views, H, W).
 
-    Every view has the same lens, source and substructure and the same noise level; only the
-    noise field differs. View 0 equals the image ``simulate_dataset`` makes.
+    Every view has the same lens, source and substructure and the same noise model; only the
+    noise field differs (and, with ``new_source``, the source of views 1, 2, ...). View 0
+    equals the image ``simulate_dataset`` makes.
     """
     if n_views < 1:
         raise ValueError(f"n_views must be at least 1, got {n_views}")
@@ -67,8 +76,20 @@ def render_views(
         b, h, w = clean.shape
         views = []
         for v in range(n_views):
+            if new_source and v > 0:
+                view_seed = seed + v * VIEW_SEED_STRIDE
+                clean, sigma = _with_new_source(preset, class_name, idx, view_seed, p)
             noise = normals(seed + v * VIEW_SEED_STRIDE, CLASS_IDS[class_name], idx, "noise",
                             h * w).view(b, h, w)
             views.append(_normalise(preset, clean + sigma * noise).to(torch.float32))
         out.append(torch.stack(views, dim=1))
     return torch.cat(out)
+
+
+def _with_new_source(preset: Preset, class_name: str, idx: Tensor, view_seed: int,
+                     p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The noiseless image and noise sigma of the lenses ``p`` behind a source drawn anew."""
+    drawn = draw_parameters(preset, class_name, idx, view_seed)
+    q = {**p, **{k: drawn[k] for k in SOURCE_KEYS if k in drawn}}
+    clean = render_noiseless(preset, q, substructure=True)
+    return clean, torch.sqrt(_noise_variance(preset, q, clean))

@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, TensorDataset
 
 from darklens.data.dataset import ImageDataset, Normaliser, Split, anomaly_split
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.data.shards import ShardDataset
 from darklens.errors import DataError
+
+if TYPE_CHECKING:
+    from darklens.simulate.presets import Preset
 
 
 def fingerprint(data: LensData | ShardDataset) -> str:
@@ -92,16 +96,26 @@ class SimulatorStream(IterableDataset):
     counter-based), so a resumed run sees the same images, ranks see disjoint ones, and an
     epoch never repeats an earlier one. ``images_per_epoch`` should be at least
     ``steps_per_epoch * batch_size``. Use a ``seed`` different from any validation/test set.
+
+    With ``n_views = V > 1`` every item is that lens rendered V times by the simulator
+    (``darklens.simulate.views.render_views``: same lens, independent noise draws, and with
+    ``new_source`` a new source in views 1..V-1), each view normalised on its own and stacked
+    along the channel axis: a (V, H, W) tensor, the layout the infotheoretic detector takes as
+    simulator-native views. View 0 is the image the ``n_views = 1`` stream yields.
     """
 
-    def __init__(self, preset: str, seed: int, images_per_epoch: int, normal: str = "no_sub",
-                 normaliser: Normaliser | None = None, chunk: int = 64):
+    def __init__(self, preset: str | Preset, seed: int, images_per_epoch: int,
+                 normal: str = "no_sub", normaliser: Normaliser | None = None, chunk: int = 64,
+                 n_views: int = 1, new_source: bool = False):
         from darklens.simulate.presets import get_preset  # the simulator is optional here
 
-        self.preset = get_preset(preset)
+        if n_views < 1:
+            raise ValueError(f"n_views must be at least 1, got {n_views}")
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.seed, self.images_per_epoch, self.normal = seed, images_per_epoch, normal
         self.normaliser = normaliser or Normaliser("minmax")
         self.chunk = chunk
+        self.n_views, self.new_source = n_views, new_source
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,8 +130,28 @@ class SimulatorStream(IterableDataset):
         i = start
         while True:
             idx = np.arange(i, i + self.chunk)
-            images, _ = simulate_batch(self.preset, self.normal, idx, self.seed,
-                                       substructure_chi2=False)
+            if self.n_views == 1:
+                images, _ = simulate_batch(self.preset, self.normal, idx, self.seed,
+                                           substructure_chi2=False)
+            else:
+                from darklens.simulate.views import render_views
+
+                images = render_views(self.preset, self.normal, idx, self.seed, self.n_views,
+                                      new_source=self.new_source)  # (B, V, H, W)
             for img in self.normaliser(images.numpy()):
                 yield torch.from_numpy(img), label
             i += self.chunk
+
+
+def simulator_views(preset: str | Preset, n: int, seed: int, n_views: int, normal: str = "no_sub",
+                    normaliser: Normaliser | None = None, new_source: bool = False
+                    ) -> TensorDataset:
+    """Simulated images ``0..n-1`` of the normal class as native views, (V, H, W) per item.
+
+    The validation counterpart of ``SimulatorStream(n_views=V)``: view 0 of item ``i`` is image
+    ``i`` of ``simulate_dataset(preset, n, seed)``, so the same images serve for scoring.
+    """
+    from darklens.simulate.views import render_views
+
+    views = render_views(preset, normal, np.arange(n), seed, n_views, new_source=new_source)
+    return TensorDataset(torch.from_numpy((normaliser or Normaliser("minmax"))(views.numpy())))
