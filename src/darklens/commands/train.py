@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         val_data = simulate_dataset(args.preset, args.val_size, seed=args.seed + 1,
                                     classes=(args.normal,))
         val_set = ImageDataset(val_data, None, normaliser)
-        batch = train_opts.get("batch_size", args.batch_size or 100)
+        batch = int(args.batch_size or train_opts.get("batch_size")
+                    or detector_class(args.detector).train_defaults.get("batch_size")
+                    or TrainConfig.batch_size)  # as the loop will use: epochs never overlap
         n_views = views.get("n_views", 1)
         new_source = views.get("source") == "new"
         train_set = SimulatorStream(args.preset, args.seed, args.steps_per_epoch * batch,
