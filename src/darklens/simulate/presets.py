@@ -133,36 +133,45 @@ def with_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
 
 PI = 3.141592653589793
 
-# DeepLense Model A (PyAutoLens, 2020), as described in the DeepLense papers and issue #2.
+# DeepLense Model A (PyAutoLens, 2020), as the public generator (`lensing/gen_data_*.py`,
+# `get_params.py`) draws it; see docs/presets.md, "How model-a was calibrated".
+# PyAutoLens evaluates Sersic intensities per pixel (e-/s), ours are per arcsec^2: divide by
+# the pixel area 0.05^2. It reads angles in degrees, and the public parameter file draws them
+# from U[0, 2 pi], so orientations of the lens light, the source and the shear span 0-6.3 deg.
+_DEG_2PI = 2 * 3.141592653589793 * 3.141592653589793 / 180  # 2 pi degrees, in radians
 MODEL_A = Preset(
     name="model-a",
     description="DeepLense Model A-like: 150x150, SIS + shear, Sersic lens light, 25 equal "
-    "point-mass subhalos (f_sub 0.01), vortex of 25 points on a 1 arcsec segment.",
+    "point-mass subhalos (f_sub 0.05, calibrated on the published 2020 scores), vortex of 25 "
+    "points on a 1 arcsec segment.",
     n_pix=150,
     pixel_scale=0.05,
-    supersample=1,
+    supersample=2,
     theta_e=fixed(1.2),
     lens_q=fixed(1.0),
+    lens_phi=uniform(0.0, _DEG_2PI),
     lens_center=fixed(0.0),
     shear_gamma=uniform(0.0, 0.3),
-    lens_light_amp=fixed(2.0),  # amplitudes are ours (not published): S/N ~ 150
+    shear_angle=uniform(0.0, _DEG_2PI),
+    lens_light_amp=fixed(1.2 / 0.05**2),
     lens_light_r_eff=fixed(0.5),
     lens_light_n=fixed(2.5),
     lens_light_q=uniform(0.5, 1.0),
-    source_amp=fixed(60.0),
-    source_r_eff=fixed(0.2),
+    source_amp=uniform(0.7 / 0.05**2, 0.9 / 0.05**2),
+    source_r_eff=fixed(0.5),
     source_n=fixed(1.5),
     source_q=uniform(0.7, 1.0),
+    source_phi=uniform(0.0, _DEG_2PI),
     source_offset=uniform(0.0, 1.2),
     cdm_count=25,
     cdm_count_poisson=False,
     cdm_mass_kind="fraction",
-    cdm_fraction=fixed(0.01),
+    cdm_fraction=fixed(0.05),
     cdm_radius=uniform(0.0, 1.0),
     vortex_profile="points",
     vortex_points=25,
     vortex_mass_kind="fraction",
-    vortex_fraction=fixed(0.01),
+    vortex_fraction=fixed(0.05),
     vortex_length=fixed(1.0),
     vortex_center=uniform(0.0, 0.5),
     psf_fwhm=fixed(0.2355),  # sigma 0.1 arcsec
