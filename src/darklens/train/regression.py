@@ -11,7 +11,9 @@
    into train/val/test and records the indices in ``RUN/split.json``; ``darklens regress
    evaluate`` uses the test part when given the same data (checked by a fingerprint of the
    images), so a test score is never measured on training images.
-3. Standardises the targets with the training images' mean and std (stored in the model).
+3. Standardises the targets with the training images' mean and std (stored in the model)
+   and records each target's training prior (``training_prior`` in ``regression.json``;
+   ``darklens.evaluate.training_prior``), which population inference divides out.
 4. Trains each ensemble member (seed ``seed + 1000 k``) with random dihedral augmentation
    (exact 90-degree rotations and flips) on the Gaussian NLL; validates each epoch (NLL and MAE
    on the validation images), stops early after ``patience`` epochs without improvement, keeps
@@ -39,6 +41,7 @@ from darklens import __version__
 from darklens.data.dataset import Normaliser, split_indices
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DarklensError, DataError
+from darklens.evaluate.training_prior import describe_training_prior
 from darklens.io import atomic_path, write_json_atomic, write_text_atomic
 from darklens.models.regression_run import (
     RUN_JSON,
@@ -371,6 +374,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         y = torch.from_numpy((subset.values[part] - t_mean) / np.where(t_std > 0, t_std, 1.0))
         return x, y.float()
 
+    preset = data.attrs.get("preset") if isinstance(data.attrs, dict) else None
     x_tr, y_tr = tensors(split.train)
     x_va, y_va = tensors(split.val)
     seed_everything(cfg.seed)
@@ -387,6 +391,9 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         "normaliser": normaliser.to_dict(),
         "target_mean": t_mean.tolist(),
         "target_std": t_std.tolist(),
+        # what population inference divides out (darklens regress population)
+        "training_prior": {t: describe_training_prior(t, train_vals[:, j], preset)
+                           for j, t in enumerate(cfg.targets)},
         "image_shape": list(data.images.shape[2:]),
         "data": {"source": str(data_source), "fingerprint": fingerprint,
                  "n_images": len(data), "n_usable": len(subset.indices),
