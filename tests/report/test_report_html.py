@@ -52,6 +52,10 @@ def test_regression_runs_get_a_section(bench_dir, tmp_path):
     metrics = {"targets": {"log10_m": {"mae": 0.1, "rmse": 0.12, "r2": 0.9, "bias": 0.01,
                                        "coverage_68": 0.7, "coverage_95": 0.96}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
+    # a population estimate written beside it (darklens regress population --out)
+    (run / "population.json").write_text(json.dumps({
+        "target": "log10_m", "model": "shared", "n_lenses": 50, "estimate": -23.012,
+        "sigma": 0.031, "true_mean": -23.0, "pull": -0.39}))
     (run / "predictions.csv").write_text(
         "index,log10_m_true,log10_m_mean,log10_m_sigma\n"
         + "".join(f"{i},{-23 + i / 10},{-23 + i / 10 + 0.05},0.1\n" for i in range(20)))
@@ -60,5 +64,8 @@ def test_regression_runs_get_a_section(bench_dir, tmp_path):
         text = path.read_text()
         assert 'id="regression"' in text and "log10_m" in text and "0.700" in text
         assert text.count("<img ") >= 9
+        assert "Population estimates" in text and "-23.01 ± 0.031" in text
+        assert "<td>-0.39</td>" in text
     finally:
         (run / "metrics.json").unlink()
+        (run / "population.json").unlink()

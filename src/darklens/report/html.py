@@ -385,9 +385,34 @@ def _regression(results: dict[str, Any], bench: Path) -> str:
                     truth, mean, sigma = (np.array([float(r[c]) for r in table]) for c in cols)
                     imgs.append(_img(figures.prediction_figure(truth, mean, sigma, t),
                                      f"{run.name} {t}"))
-    return (_note("Regression runs (`darklens regress evaluate`): metrics on their held-out "
-                  "test images; figures: prediction ± 1σ against truth.")
-            + _table(["run", "target", *keys], rows) + "".join(imgs))
+    out = (_note("Regression runs (`darklens regress evaluate`): metrics on their held-out "
+                 "test images; figures: prediction ± 1σ against truth.")
+           + _table(["run", "target", *keys], rows))
+    pops = _population_rows([Path(e["run"]) for e in entries])
+    if pops:
+        out += (_note("Population estimates (`darklens regress population --out "
+                      "RUN/population*.json`): the lenses combined with the training prior "
+                      "divided out; pull = (estimate − true mean) / σ.")
+                + _table(["run", "file", "target", "model", "N lenses", "estimate ± σ",
+                          "true mean", "pull"], pops))
+    return out + "".join(imgs)
+
+
+def _population_rows(runs: list[Path]) -> list[list[str]]:
+    """One row per ``population*.json`` a regression run holds (unreadable ones skipped)."""
+    rows = []
+    for run in runs:
+        for f in sorted(run.glob("population*.json")):
+            try:
+                r = json.loads(f.read_text())
+                est = f"{float(r['estimate']):.4g} ± {float(r['sigma']):.2g}"
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            true = r.get("true_mean")
+            rows.append([run.name, f.name, str(r.get("target")), str(r.get("model")),
+                         str(r.get("n_lenses")), est,
+                         "-" if true is None else f"{float(true):.4g}", _num(r.get("pull"), 2)])
+    return rows
 
 
 def write_report(bench_dir: str | os.PathLike, out: str | os.PathLike | None = None,
