@@ -18,6 +18,7 @@ from darklens.evaluate.population import (
     lens_log_evidence,
     summed_log_evidence,
 )
+from darklens.evaluate.run_population import prior_std, uninformative_warning
 from darklens.evaluate.training_prior import describe_training_prior, parse_prior
 from darklens.models.regression_run import load_regression_run, predict_images
 
@@ -66,7 +67,7 @@ def test_population_command_writes_json_consistent_with_the_library(tiny, tmp_pa
     res = json.loads(out.read_text())
     for key in ("target", "model", "n_lenses", "estimate", "sigma", "interval_68",
                 "interval_95", "true_mean", "pull", "naive_mean", "naive_sigma", "prior",
-                "prior_source", "used", "tta", "ensemble"):
+                "prior_source", "used", "tta", "ensemble", "warning"):
         assert key in res
     assert res["target"] == TARGET and res["model"] == "mean" and res["n_lenses"] == 10
     assert res["true_mean"] == pytest.approx(-23.0)
@@ -129,12 +130,16 @@ def test_clear_one_line_errors(tiny, tmp_path, capsys):
     (detector / "weights.pt").write_bytes(b"")
     empty = tmp_path / "empty"
     empty.mkdir()
+    cdm = tmp_path / "cdm"
+    assert main(["simulate", "--preset", "model-iii", "--n-per-class", "2", "--classes", "cdm",
+                 "--out", str(cdm), "--seed", "3", *SMALL]) == 0
     cases = [
         ([str(detector), "--data", str(tiny["pop"])], "detector run"),
         ([str(empty), "--data", str(tiny["pop"])], "not a regression run"),
         ([str(tiny["run"]), "--data", str(tiny["pop"]), "--target", "f_sub"],
          "does not predict f_sub"),
         ([str(tiny["run"]), "--data", str(empty)], "nothing to load"),
+        ([str(tiny["run"]), "--data", str(cdm)], "no images of class vortex"),
         ([str(tiny["run"]), "--data", str(tiny["pop"]), "--prior", "flat:1"], "--prior"),
         ([str(tiny["run"]), "--data", str(tiny["pop"]), "--model", "shared", "--scatter",
           "0.1"], "--scatter"),
@@ -165,6 +170,17 @@ def test_describe_training_prior():
     none = describe_training_prior("theta_e", np.full(20, 1.2))
     assert none["prior"] is None and "distinct" in none["source"]
     assert parse_prior("uniform:-1:2") == TrainingPrior.uniform(-1, 2)
+
+
+def test_warning_when_the_lenses_are_as_wide_as_the_prior():
+    prior = TrainingPrior.uniform(-24.0, -22.0)  # std 2 / sqrt(12) = 0.577
+    assert prior_std(prior) == pytest.approx(2 / np.sqrt(12))
+    hist = TrainingPrior.from_samples(np.random.default_rng(2).uniform(-24, -22, 20_000))
+    assert prior_std(hist) == pytest.approx(2 / np.sqrt(12), rel=0.02)
+    assert prior_std(TrainingPrior.gaussian(0, 0.3)) == 0.3
+    assert uninformative_warning(np.full(10, 0.2), prior, TARGET) is None
+    text = uninformative_warning(np.full(10, 0.55), prior, TARGET)
+    assert "learned little about log10_axion_mass" in text
 
 
 def test_histogram_prior_evidence_matches_numerical_integral():

@@ -241,6 +241,8 @@ def run_population(args: argparse.Namespace) -> int:
                             scatter=args.scatter, prior=prior, tta=not args.no_tta,
                             device=args.device)
     sys.stdout.write(population_table(res))
+    if res["warning"]:
+        print(f"warning: {res['warning']}", file=sys.stderr)
     if args.out:
         write_json_atomic(args.out, res)
         print(f"wrote {args.out}", file=sys.stderr)

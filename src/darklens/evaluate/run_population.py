@@ -141,6 +141,33 @@ def population_images(run: RegressionRun, run_dir: str | os.PathLike, data: Lens
     return idx, f"all {idx.size} {what} of {data_path}"
 
 
+def prior_std(prior: TrainingPrior) -> float:
+    """Standard deviation of a training prior (a histogram's bins taken as uniform)."""
+    if prior.kind == "uniform":
+        return (prior.high - prior.low) / 12**0.5
+    if prior.kind == "gaussian":
+        return prior.std
+    edges, dens = np.asarray(prior.edges), np.asarray(prior.density)
+    width, centre = np.diff(edges), 0.5 * (edges[1:] + edges[:-1])
+    w = dens * width / np.sum(dens * width)
+    mean = np.sum(w * centre)
+    return float(np.sqrt(np.sum(w * ((centre - mean) ** 2 + width**2 / 12))))
+
+
+def uninformative_warning(sigma: np.ndarray, prior: TrainingPrior, target: str,
+                          ratio: float = 0.8) -> str | None:
+    """A warning when the lenses' sigmas are about as wide as the training prior: the network
+    then returns roughly the prior for every lens, which dividing out a (non-Gaussian) prior
+    does not cancel, so N lenses concentrate on the prior's mean whatever the truth."""
+    spread = prior_std(prior)
+    mean_sigma = float(np.mean(sigma))
+    if mean_sigma < ratio * spread:
+        return None
+    return (f"the lenses' sigmas ({mean_sigma:.3g} on average) are about the training prior's "
+            f"spread ({spread:.3g}): the run learned little about {target}, and the combined "
+            "estimate then sits near the prior's mean whatever the truth")
+
+
 def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
                       target: str | None = None, model: str = "mean",
                       scatter: float | None = None, prior: TrainingPrior | None = None,
@@ -150,7 +177,8 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
     Returns a JSON-able dict: ``estimate``, ``sigma``, ``median``, ``interval_68``,
     ``interval_95``, ``n_lenses``, ``true_mean`` and ``pull`` (None without labels), the
     inverse-variance ``naive_mean``/``naive_sigma`` (training prior not divided out), the
-    prior used and its source, and what was predicted."""
+    prior used and its source, what was predicted, and a ``warning`` (None if all is well)
+    when the per-lens sigmas are as wide as the prior (``uninformative_warning``)."""
     if model not in MODELS:
         raise DarklensError(f"unknown population model {model!r}; use {' or '.join(MODELS)}")
     if scatter is not None and (model != "mean" or not scatter >= 0):
@@ -193,6 +221,7 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
         "naive_mean": float(np.sum(w * mu) / w.sum()), "naive_sigma": float(w.sum() ** -0.5),
         "mean_lens_sigma": float(sd.mean()),
         "prior": prior.to_dict(), "prior_source": prior_source,
+        "warning": uninformative_warning(sd, prior, target),
         "used": used, "tta": tta, "ensemble": len(run.models),
         "darklens_version": __version__,
     }
