@@ -33,3 +33,18 @@ def test_darklens_train_on_the_fly_from_a_preset(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["stream"] == "demo" and config["train"]["steps_per_epoch"] == 2
     assert (run / "weights.pt").is_file()
+
+
+def test_dataloader_workers_split_the_stream_without_repeats():
+    from torch.utils.data import DataLoader
+
+    stream = SimulatorStream("demo", seed=4, images_per_epoch=16, chunk=4)
+    single = _first(stream, 16)
+    loader = DataLoader(stream, batch_size=4, num_workers=2)
+    batches = []
+    for images, _ in loader:
+        batches.append(images)
+        if len(batches) == 4:
+            break
+    # workers take alternate chunks and the loader interleaves them: the same images in order
+    assert torch.equal(torch.cat(batches), single)

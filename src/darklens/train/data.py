@@ -94,7 +94,9 @@ class SimulatorStream(IterableDataset):
     Image ``i`` of epoch ``e`` on rank ``r`` is the simulator's image number
     ``(e * world_size + r) * images_per_epoch + i`` for ``seed`` (the simulator's draws are
     counter-based), so a resumed run sees the same images, ranks see disjoint ones, and an
-    epoch never repeats an earlier one. ``images_per_epoch`` should be at least
+    epoch never repeats an earlier one; DataLoader workers take alternate chunks of ``chunk``
+    images (with ``batch_size == chunk`` the loader yields the single-process order).
+    ``images_per_epoch`` should be at least
     ``steps_per_epoch * batch_size``. Use a ``seed`` different from any validation/test set.
 
     With ``n_views = V > 1`` every item is that lens rendered V times by the simulator
@@ -127,7 +129,10 @@ class SimulatorStream(IterableDataset):
 
         start = (self.epoch * dd.world_size() + dd.rank()) * self.images_per_epoch
         label = CLASSES.index(self.normal)
-        i = start
+        # DataLoader workers take every n-th chunk, so they never repeat each other's images
+        worker = torch.utils.data.get_worker_info()
+        wid, n_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        i = start + wid * self.chunk
         while True:
             idx = np.arange(i, i + self.chunk)
             if self.n_views == 1:
@@ -140,7 +145,7 @@ class SimulatorStream(IterableDataset):
                                       new_source=self.new_source)  # (B, V, H, W)
             for img in self.normaliser(images.numpy()):
                 yield torch.from_numpy(img), label
-            i += self.chunk
+            i += self.chunk * n_workers
 
 
 def simulator_views(preset: str | Preset, n: int, seed: int, n_views: int, normal: str = "no_sub",
