@@ -53,3 +53,23 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json_object(path: str | os.PathLike, what: str, missing_hint: str = "") -> dict[str, Any]:
+    """The JSON object in ``path``; a ``CheckpointError`` naming the file otherwise.
+
+    ``what`` says what the object should hold, ``missing_hint`` what a missing file suggests.
+    """
+    from darklens.errors import CheckpointError
+
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        hint = f" ({missing_hint})" if missing_hint else ""
+        raise CheckpointError(f"{path}: missing{hint}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object with the {what}")
+    return obj

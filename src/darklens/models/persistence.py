@@ -12,7 +12,6 @@ unpickling arbitrary objects; anything missing, corrupt or untrusted raises ``Ch
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 
 from darklens import __version__
 from darklens.errors import CheckpointError
-from darklens.io import atomic_path, write_json_atomic
+from darklens.io import atomic_path, read_json_object, write_json_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
 from darklens.models.safe_load import load_state_into
 
@@ -66,14 +65,9 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: missing (is {run_dir} a finished training run?)") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(config, dict) or not isinstance(config.get("detector"), str) \
-            or not isinstance(config.get("config"), dict):
+    config = read_json_object(path, "detector and its config",
+                              f"is {run_dir} a finished training run?")
+    if not isinstance(config.get("detector"), str) or not isinstance(config.get("config"), dict):
         raise CheckpointError(f"{path}: needs a 'detector' name and a 'config' object")
     return config
 

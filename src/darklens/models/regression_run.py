@@ -17,7 +17,6 @@ augmentation) on a batch of images.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from darklens.data.dataset import Normaliser
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
+from darklens.io import read_json_object
 from darklens.models.regressor import Regressor, predict_ensemble
 from darklens.models.safe_load import load_state_into
 
@@ -51,15 +51,8 @@ def data_fingerprint(data: LensData) -> str:
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: missing (is {path.parent} a regression run?)") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a JSON object with the {what}")
-    return obj
+    """A JSON object of a regression run's folder (clear error if missing or invalid)."""
+    return read_json_object(path, what, f"is {path.parent} a regression run?")
 
 
 def read_run_info(run_dir: str | os.PathLike) -> dict[str, Any]:

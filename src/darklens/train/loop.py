@@ -24,7 +24,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
 from darklens.models.base import Detector
 from darklens.models.safe_load import safe_torch_load
+from darklens.options import dataclass_from_dict
 from darklens.train import distributed as dd
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
 
@@ -78,11 +79,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, rejecting unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DarklensError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "training")
 
 
 @dataclass

@@ -30,7 +30,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from darklens.models.regression_run import (
     read_json,
 )
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
+from darklens.options import dataclass_from_dict
 from darklens.train.loop import load_checkpoint
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
 
@@ -100,11 +101,8 @@ class RegressionConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RegressionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DarklensError(f"unknown regression option(s): {', '.join(unknown)}")
-        return cls(**values)
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        return dataclass_from_dict(cls, values, "regression")
 
 
 @dataclass
