@@ -1,13 +1,17 @@
 """Draw parameters from a preset and render batches of lensing images with their metadata.
 
-Image ``i`` of class ``c`` under seed ``s`` is a pure function of ``(preset, s, c, i)``: its random
-numbers come from :mod:`darklens.simulate.rng`, so it is byte-identical whatever batch, worker or
-shard renders it.
+Image ``i`` of class ``c`` under seed ``s`` is a pure function of ``(preset, s, c, i)`` and of the
+rendering path: its random numbers come from :mod:`darklens.simulate.rng`, so it is
+byte-identical whatever batch, worker or shard renders it. float32 images render on the
+compiled path (:mod:`darklens.simulate.compiled`, fused C++ loops) where a C++ compiler is
+found, else eager; the two paths agree to float rounding (about 1e-6 of the peak), not bit for
+bit, and every data set records the path it took (``attrs["simulator_backend"]``).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,9 +20,9 @@ from torch import Tensor
 
 from darklens import __version__
 from darklens.data.lensdata import CLASSES, LensData
-from darklens.simulate import cosmology, physics
+from darklens.simulate import compiled, cosmology, physics, rng
 from darklens.simulate.presets import Preset, get_preset
-from darklens.simulate.rng import normals, uniforms
+from darklens.simulate.rng import uniforms
 
 CLASS_IDS = {name: i for i, name in enumerate(CLASSES)}
 
@@ -299,8 +303,103 @@ def render_noiseless(
     p: dict[str, Tensor],
     substructure: bool = True,
     dtype: torch.dtype = torch.float32,
+    backend: str | None = None,
 ) -> Tensor:
-    """Noiseless images (B, H, W) in counts/s per pixel, PSF applied."""
+    """Noiseless images (B, H, W) in counts/s per pixel, PSF applied.
+
+    float32 renders take the compiled path where it is available (see
+    :mod:`darklens.simulate.compiled`; ``backend`` overrides ``$DARKLENS_SIM_BACKEND``), float64
+    renders the eager one. The two agree to float rounding.
+    """
+    return compiled.dispatch(
+        backend,
+        p["theta_e"].shape[0],
+        lambda: _render_compiled(preset, p, substructure),
+        lambda: _render_eager(preset, p, substructure, dtype),
+        eligible=dtype == torch.float32,
+    )
+
+
+def _psf_taps(preset: Preset, p: dict[str, Tensor], dtype: torch.dtype) -> Tensor | None:
+    """Per-image 1-D Gaussian PSF taps (B, 2R+1), or None when no image has a PSF.
+
+    The half-width R is 4 sigma of the widest PSF the preset can draw (or of this batch, if
+    wider), so it does not depend on which images share a batch.
+    """
+    sigma_pix = physics.fwhm_to_sigma(p["psf_fwhm"]) / preset.pixel_scale
+    if not bool((sigma_pix > 0).any()):
+        return None
+    prior = preset.psf_fwhm
+    widest = max(float(prior.high if prior.high is not None else prior.low),
+                 float(p["psf_fwhm"].max()))
+    radius = compiled.psf_radius(preset.pixel_scale, widest)
+    return physics.gaussian_kernel_1d(sigma_pix, radius, dtype)
+
+
+def _render_compiled(preset: Preset, p: dict[str, Tensor], substructure: bool) -> Tensor:
+    """``render_noiseless`` through the compiled graph (float32)."""
+    lens = compiled.lens_columns(p)
+    source = compiled.sersic_columns(
+        p["source_amp"], p["source_r_eff"], p["source_n"], p["source_q"], p["source_phi"],
+        p["source_x"], p["source_y"],
+    )
+    light = None
+    if bool((p["lens_light_amp"] > 0).any()):
+        light = compiled.sersic_columns(
+            p["lens_light_amp"], p["lens_light_r_eff"], p["lens_light_n"], p["lens_light_q"],
+            p["lens_phi"], p["lens_center_x"], p["lens_center_y"],
+        )
+    points, tnfw, line = [], None, None
+    if substructure and bool(p["sub_mask"].any()):
+        mask = p["sub_mask"]
+        if preset.cdm_profile == "tnfw":
+            cols = [torch.nan_to_num(p[k], nan=1.0) for k in ("sub_x", "sub_y", "sub_rs")]
+            cols.append(torch.where(mask, torch.nan_to_num(p["sub_alpha_rs"]), 0.0))
+            cols.append(torch.nan_to_num(p["sub_rt"], nan=1.0))
+            tnfw = torch.stack(cols).transpose(1, 2)  # (5, S, B)
+        else:
+            theta = torch.where(mask, torch.nan_to_num(p["sub_theta_e"]), 0.0)
+            points.append(
+                (torch.nan_to_num(p["sub_x"]), torch.nan_to_num(p["sub_y"]), theta * theta)
+            )
+    has_vortex = p["vortex_theta_e"] > 0
+    if substructure and bool(has_vortex.any()):
+        te = torch.where(has_vortex, p["vortex_theta_e"], 0.0)
+        c, s = torch.cos(p["vortex_angle"]), torch.sin(p["vortex_angle"])
+        length = p["vortex_length"].clamp_min(1e-6)
+        if preset.vortex_profile == "line":
+            line = torch.stack(
+                [p["vortex_x"] - 0.5 * length * c, p["vortex_y"] - 0.5 * length * s, c, s,
+                 length, te * te / length],
+                1,
+            )
+        elif preset.vortex_profile == "points":
+            k = preset.vortex_points
+            frac = (torch.arange(k, dtype=torch.float64) / max(k - 1, 1) - 0.5).view(1, -1)
+            cx = p["vortex_x"].view(-1, 1) + frac * p["vortex_length"].view(-1, 1) * c.view(-1, 1)
+            cy = p["vortex_y"].view(-1, 1) + frac * p["vortex_length"].view(-1, 1) * s.view(-1, 1)
+            th2 = (te * te / k).view(-1, 1).expand(-1, k)
+            points.append((cx, cy, th2))
+        else:
+            raise ValueError(f"unknown vortex_profile {preset.vortex_profile!r}")
+    table = None
+    if points:
+        table = torch.stack([torch.cat(c, 1) for c in zip(*points, strict=True)])
+        table = table.transpose(1, 2)  # (3, S, B)
+    f = preset.supersample
+    m = preset.n_pix * f
+    x, y = physics.pixel_grid(preset.n_pix, preset.pixel_scale, f, torch.float32)
+    return compiled.render(
+        x.view(1, m, m), y.view(1, m, m), lens, source, light, table, tnfw, line,
+        _psf_taps(preset, p, torch.float32),
+        n_pix=preset.n_pix, factor=f, pixel_scale=preset.pixel_scale,
+    )
+
+
+def _render_eager(
+    preset: Preset, p: dict[str, Tensor], substructure: bool, dtype: torch.dtype
+) -> Tensor:
+    """``render_noiseless`` in eager PyTorch, any dtype."""
     b = p["theta_e"].shape[0]
     f = preset.supersample
     x, y = physics.pixel_grid(preset.n_pix, preset.pixel_scale, f, dtype)
@@ -335,30 +434,84 @@ def render_noiseless(
         )
     m = preset.n_pix * f
     img = physics.downsample(sb.view(b, m, m), f) * preset.pixel_scale**2
-    sigma_pix = physics.fwhm_to_sigma(q["psf_fwhm"]) / preset.pixel_scale
-    if bool((sigma_pix > 0).any()):
-        radius = max(1, int(math.ceil(4 * float(sigma_pix.max()))))
-        kernel = physics.gaussian_kernel_1d(sigma_pix, radius, dtype)
-        blurred = physics.convolve_separable(img, kernel, kernel)
-        img = torch.where((sigma_pix > 0).view(-1, 1, 1), blurred, img)
+    taps = _psf_taps(preset, p, dtype)
+    if taps is not None:
+        img = physics.convolve_separable(img, taps, taps)
     return img
 
 
-def _noise_variance(preset: Preset, p: dict[str, Tensor], clean: Tensor) -> Tensor:
-    """Per-pixel noise variance (B, H, W) in (counts/s)^2."""
+def _noise_sigma(
+    preset: Preset, p: dict[str, Tensor], clean: Tensor, power: Tensor | None = None
+) -> Tensor:
+    """Noise standard deviation in counts/s: per image (B, 1, 1) or per pixel (B, H, W).
+
+    ``power`` is :func:`_power` of ``clean`` when the caller has it already.
+    """
     if preset.noise == "none":
-        return torch.zeros_like(clean)
+        return clean.new_zeros((clean.shape[0], 1, 1))
     if preset.noise == "snr":
-        power = (clean.double() ** 2).sum((1, 2))
-        sigma = torch.sqrt(power) / p["target_snr"]
-        return (sigma**2).to(clean.dtype).view(-1, 1, 1).expand_as(clean).clone()
+        power = _power(clean) if power is None else power
+        return (torch.sqrt(power) / p["target_snr"]).to(clean.dtype).view(-1, 1, 1)
     if preset.noise == "counts":
         t = p["exposure_time"].to(clean.dtype).view(-1, 1, 1)
         counts_var = (clean.clamp_min(0) + preset.sky_level) * t
         counts_var = counts_var + (preset.background_rms * t) ** 2
         counts_var = counts_var + preset.read_noise**2 * preset.num_exposures
-        return counts_var / t**2
+        return torch.sqrt(counts_var / t**2)
     raise ValueError(f"unknown noise model {preset.noise!r}")
+
+
+def _power(images: Tensor) -> Tensor:
+    """Sum of squares of each image (B,), float64 (no temporary image: the norm's own loop)."""
+    return torch.linalg.vector_norm(images, dim=(1, 2)).double() ** 2
+
+
+def _noise_variance(preset: Preset, p: dict[str, Tensor], clean: Tensor) -> Tensor:
+    """Per-pixel noise variance (B, H, W) in (counts/s)^2."""
+    return (_noise_sigma(preset, p, clean) ** 2).expand_as(clean).clone()
+
+
+def observe(
+    preset: Preset,
+    clean: Tensor,
+    sigma: Tensor,
+    seed: int,
+    class_name: str,
+    indices: Tensor,
+    backend: str | None = None,
+) -> Tensor:
+    """The observed images (B, H, W) float32: ``clean + sigma * noise``, normalised.
+
+    The noise of image ``i`` is its own counter-based stream (``"noise"``) under ``seed``;
+    ``sigma`` is (B, 1, 1) or (B, H, W). float32 inputs take the compiled path where it is
+    available, like :func:`render_noiseless`.
+    """
+    if preset.normalisation not in ("minmax", "flux"):
+        raise ValueError(f"unknown normalisation {preset.normalisation!r}")
+    minmax = preset.normalisation == "minmax"
+    b, h, w = clean.shape
+    ka, kb = rng.image_keys(seed, CLASS_IDS[class_name], torch.as_tensor(indices), "noise")
+
+    def eager() -> Tensor:
+        noisy = clean
+        if preset.noise != "none":
+            z = rng.normals_from_keys(ka.view(-1, 1), kb.view(-1, 1), h * w, clean.dtype)
+            noisy = clean + sigma * z.view(b, h, w)
+        if minmax:
+            lo = noisy.amin((1, 2), keepdim=True)
+            hi = noisy.amax((1, 2), keepdim=True)
+            noisy = (noisy - lo) / (hi - lo).clamp_min(1e-12)
+        return noisy.to(torch.float32)
+
+    if preset.noise == "none":  # nothing to draw: the same on both paths
+        return eager()
+    return compiled.dispatch(
+        backend,
+        b,
+        lambda: compiled.observe(clean, sigma, ka, kb, minmax),
+        eager,
+        eligible=clean.dtype == torch.float32,
+    )
 
 
 def simulate_batch(
@@ -368,12 +521,14 @@ def simulate_batch(
     seed: int,
     dtype: torch.dtype = torch.float32,
     substructure_chi2: bool = True,
+    backend: str | None = None,
 ) -> tuple[Tensor, dict[str, np.ndarray]]:
     """Render the images ``indices`` of one class: (B, 1, H, W) float32 and metadata columns.
 
     Noise is Gaussian with the per-pixel variance of the noise model (for ``counts``: Poisson
     variance of source, lens and sky counts, plus background and read noise), drawn from the
-    image's own counter-based stream.
+    image's own counter-based stream. ``backend`` (``auto``/``eager``/``compiled``) chooses the
+    path of float32 renders (default ``$DARKLENS_SIM_BACKEND``, else auto).
     """
     idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
     p = draw_parameters(preset, class_name, idx, seed)
@@ -385,47 +540,49 @@ def simulate_batch(
     for start in range(0, b, chunk):
         sl = slice(start, start + chunk)
         pc = {k: v[sl] for k, v in p.items()}
-        img, meta = _finish(preset, class_name, idx[sl], pc, seed, dtype, substructure_chi2)
+        img, meta = _finish(
+            preset, class_name, idx[sl], pc, seed, dtype, substructure_chi2, backend
+        )
         images.append(img)
         metas.append(meta)
+    if len(images) == 1:
+        return images[0], metas[0]
     meta = {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
     return torch.cat(images), meta
 
 
-def _finish(preset, class_name, idx, p, seed, dtype, want_chi2):
-    clean = render_noiseless(preset, p, substructure=True, dtype=dtype)
-    var = _noise_variance(preset, p, clean)
-    b, h, w = clean.shape
-    noise = normals(seed, CLASS_IDS[class_name], idx, "noise", h * w, dtype).view(b, h, w)
-    noisy = clean + torch.sqrt(var) * noise
+def _finish(preset, class_name, idx, p, seed, dtype, want_chi2, backend):
+    clean = render_noiseless(preset, p, substructure=True, dtype=dtype, backend=backend)
+    power = _power(clean)
+    sigma = _noise_sigma(preset, p, clean, power)
+    out = observe(preset, clean, sigma, seed, class_name, idx, backend)
+    b = clean.shape[0]
+    var = sigma.double() ** 2  # (B, 1, 1) or (B, H, W)
+    per_image = var.shape[1:] == (1, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        snr = torch.sqrt((clean.double() ** 2 / var.double()).sum((1, 2)))
-    if preset.noise == "none":
-        snr = torch.full((b,), float("nan"), dtype=torch.float64)
+        if preset.noise == "none":
+            snr = torch.full((b,), float("nan"), dtype=torch.float64)
+        elif per_image:
+            snr = torch.sqrt(power / var.view(-1))
+        else:
+            snr = torch.sqrt((clean.double() ** 2 / var).sum((1, 2)))
     chi2 = torch.zeros(b, dtype=torch.float64)
     if want_chi2 and class_name != "no_sub":
-        smooth = render_noiseless(preset, p, substructure=False, dtype=dtype)
-        diff2 = (clean.double() - smooth.double()) ** 2
-        chi2 = (
-            (diff2 / var.double()).sum((1, 2))
-            if preset.noise != "none"
-            else diff2.sum((1, 2)) * float("nan")
-        )
+        smooth = render_noiseless(preset, p, substructure=False, dtype=dtype, backend=backend)
+        if preset.noise == "none":
+            chi2 = torch.full((b,), float("nan"), dtype=torch.float64)
+        elif per_image:
+            chi2 = _power(clean.double() - smooth.double()) / var.view(-1)
+        else:
+            chi2 = ((clean.double() - smooth.double()) ** 2 / var).sum((1, 2))
     elif not want_chi2:
         chi2 = torch.full((b,), float("nan"), dtype=torch.float64)
-    if preset.normalisation == "minmax":
-        lo = noisy.amin((1, 2), keepdim=True)
-        hi = noisy.amax((1, 2), keepdim=True)
-        out = (noisy - lo) / (hi - lo).clamp_min(1e-12)
-    elif preset.normalisation == "flux":
-        out = noisy
-    else:
-        raise ValueError(f"unknown normalisation {preset.normalisation!r}")
-    meta = _metadata(p, class_name, idx, snr, chi2, var)
-    return out.to(torch.float32).unsqueeze(1), meta
+    noise_sigma = torch.sqrt(var.mean((1, 2)))
+    meta = _metadata(p, class_name, idx, snr, chi2, noise_sigma)
+    return out.unsqueeze(1), meta
 
 
-def _metadata(p, class_name, idx, snr, chi2, var) -> dict[str, np.ndarray]:
+def _metadata(p, class_name, idx, snr, chi2, noise_sigma) -> dict[str, np.ndarray]:
     scalar = (
         "theta_e lens_mass lens_q lens_phi lens_center_x lens_center_y shear_gamma shear_angle "
         "lens_light_amp lens_light_r_eff lens_light_n lens_light_q source_amp source_r_eff "
@@ -438,7 +595,7 @@ def _metadata(p, class_name, idx, snr, chi2, var) -> dict[str, np.ndarray]:
     meta["label"] = np.full(idx.shape[0], CLASS_IDS[class_name], dtype=np.int64)
     meta["snr"] = snr.numpy()
     meta["substructure_chi2"] = chi2.numpy()
-    meta["noise_sigma"] = torch.sqrt(var.double().mean((1, 2))).numpy()
+    meta["noise_sigma"] = noise_sigma.numpy()
     for key, name in (
         ("sub_x", "subhalo_x"),
         ("sub_y", "subhalo_y"),
@@ -474,6 +631,7 @@ def simulate_dataset(
     """``n_per_class`` images of each class, in memory, with metadata and provenance."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     images, labels, metas = [], [], []
+    before = Counter(compiled.usage)
     for name in classes:
         for img, meta in iter_class(preset, name, n_per_class, seed, batch_size=batch_size):
             images.append(img.numpy())
@@ -485,7 +643,13 @@ def simulate_dataset(
         labels=np.concatenate(labels),
         class_names=CLASSES,
         metadata=metadata,
-        attrs={"preset": preset.to_dict(), "seed": seed, "darklens_version": __version__},
+        attrs={
+            "preset": preset.to_dict(),
+            "seed": seed,
+            "darklens_version": __version__,
+            # compiled or eager: the two agree to float rounding, not bit for bit
+            "simulator_backend": compiled.paths_since(before),
+        },
     )
 
 

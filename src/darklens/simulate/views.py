@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 
 from darklens.simulate.presets import Preset, get_preset
-from darklens.simulate.rng import normals
 from darklens.simulate.simulator import (
-    CLASS_IDS,
-    _noise_variance,
+    _noise_sigma,
     draw_parameters,
+    observe,
     render_noiseless,
 )
 
@@ -35,17 +34,6 @@ VIEW_SEED_STRIDE = 2**32
 # The parameters of the source light (``draw_parameters``); redrawn per view with new_source.
 SOURCE_KEYS: tuple[str, ...] = ("source_r_eff", "source_n", "source_q", "source_phi",
                                 "source_amp", "source_magnitude", "source_x", "source_y")
-
-
-def _normalise(preset: Preset, noisy: Tensor) -> Tensor:
-    """The simulator's per-image normalisation (see ``simulator._finish``)."""
-    if preset.normalisation == "minmax":
-        lo = noisy.amin((1, 2), keepdim=True)
-        hi = noisy.amax((1, 2), keepdim=True)
-        return (noisy - lo) / (hi - lo).clamp_min(1e-12)
-    if preset.normalisation == "flux":
-        return noisy
-    raise ValueError(f"unknown normalisation {preset.normalisation!r}")
 
 
 def render_views(
@@ -72,16 +60,13 @@ def render_views(
         idx = idx_all[start:start + batch_size]
         p = draw_parameters(preset, class_name, idx, seed)
         clean = render_noiseless(preset, p, substructure=True)
-        sigma = torch.sqrt(_noise_variance(preset, p, clean))
-        b, h, w = clean.shape
+        sigma = _noise_sigma(preset, p, clean)
         views = []
         for v in range(n_views):
+            view_seed = seed + v * VIEW_SEED_STRIDE
             if new_source and v > 0:
-                view_seed = seed + v * VIEW_SEED_STRIDE
                 clean, sigma = _with_new_source(preset, class_name, idx, view_seed, p)
-            noise = normals(seed + v * VIEW_SEED_STRIDE, CLASS_IDS[class_name], idx, "noise",
-                            h * w).view(b, h, w)
-            views.append(_normalise(preset, clean + sigma * noise).to(torch.float32))
+            views.append(observe(preset, clean, sigma, view_seed, class_name, idx))
         out.append(torch.stack(views, dim=1))
     return torch.cat(out)
 
@@ -92,4 +77,4 @@ def _with_new_source(preset: Preset, class_name: str, idx: Tensor, view_seed: in
     drawn = draw_parameters(preset, class_name, idx, view_seed)
     q = {**p, **{k: drawn[k] for k in SOURCE_KEYS if k in drawn}}
     clean = render_noiseless(preset, q, substructure=True)
-    return clean, torch.sqrt(_noise_variance(preset, q, clean))
+    return clean, _noise_sigma(preset, q, clean)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import multiprocessing as mp
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from darklens.data.deeplense import write_deeplense_folder
 from darklens.data.hdf5 import write_shard
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.io import write_json_atomic, write_text_atomic
+from darklens.simulate import compiled
 from darklens.simulate.presets import Preset, from_dict
 from darklens.simulate.simulator import CLASS_IDS, simulate_batch
 
@@ -57,13 +59,16 @@ def chunk_path(out: Path, chunk: Chunk, fmt: str) -> Path:
     return out / ".done" / f"{chunk.class_name}-{chunk.number:05d}"
 
 
-def render_chunk(preset_dict: dict, seed: int, chunk: Chunk, batch_size: int) -> LensData:
-    """Render one chunk (runs in a worker process too)."""
+def render_chunk(
+    preset_dict: dict, seed: int, chunk: Chunk, batch_size: int, backend: str | None = None
+) -> LensData:
+    """Render one chunk (runs in a worker process too); ``backend`` as in ``simulate_batch``."""
     preset = from_dict(preset_dict)
     images, metas = [], []
+    before = Counter(compiled.usage)
     for lo in range(chunk.start, chunk.stop, batch_size):
         idx = np.arange(lo, min(lo + batch_size, chunk.stop))
-        img, meta = simulate_batch(preset, chunk.class_name, idx, seed)
+        img, meta = simulate_batch(preset, chunk.class_name, idx, seed, backend=backend)
         images.append(img.numpy())
         metas.append(meta)
     meta = {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
@@ -74,6 +79,7 @@ def render_chunk(preset_dict: dict, seed: int, chunk: Chunk, batch_size: int) ->
         "darklens_version": __version__,
         "class_name": chunk.class_name,
         "chunk": chunk.number,
+        "simulator_backend": compiled.paths_since(before),  # compiled or eager (see simulator)
     }
     return LensData(np.concatenate(images), labels, CLASSES, meta, attrs)
 
@@ -94,8 +100,8 @@ def _worker_init() -> None:
 
 
 def _render_star(args: tuple) -> tuple[Chunk, LensData]:
-    preset_dict, seed, chunk, batch_size = args
-    return chunk, render_chunk(preset_dict, seed, chunk, batch_size)
+    preset_dict, seed, chunk, batch_size, backend = args
+    return chunk, render_chunk(preset_dict, seed, chunk, batch_size, backend)
 
 
 def simulate_to_disk(
@@ -110,8 +116,13 @@ def simulate_to_disk(
     workers: int = 1,
     batch_size: int = 128,
     progress: Callable[[int], None] | None = None,
+    backend: str | None = None,
 ) -> dict:
-    """Write the data set; return a summary (chunks written and skipped, image count)."""
+    """Write the data set; return a summary (chunks written and skipped, image count).
+
+    ``backend`` chooses the rendering path (``auto``/``eager``/``compiled``, default
+    ``$DARKLENS_SIM_BACKEND`` or auto); each shard records the path it took.
+    """
     if fmt not in ("hdf5", "npy"):
         raise ValueError(f"format must be hdf5 or npy, got {fmt!r}")
     classes = list(classes)
@@ -128,6 +139,8 @@ def simulate_to_disk(
         "format": fmt,
         "chunk_size": chunk_size,
         "darklens_version": __version__,
+        # the path requested (auto/eager/compiled); each shard records the one it took
+        "simulator_backend": compiled.requested_backend(backend),
     }
     write_json_atomic(out / "simulation.json", manifest)
     chunks = plan_chunks(classes, n_per_class, chunk_size, shard)
@@ -135,7 +148,7 @@ def simulate_to_disk(
     skipped = len(chunks) - len(todo)
     if progress:
         progress(sum(c.stop - c.start for c in chunks if c not in todo))
-    jobs = [(preset.to_dict(), seed, c, batch_size) for c in todo]
+    jobs = [(preset.to_dict(), seed, c, batch_size, backend) for c in todo]
     if workers > 1 and len(jobs) > 1:
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_worker_init) as pool:
