@@ -155,8 +155,8 @@ def _call(
     its on-disk profile are off here, or a graph compiled after other image sizes would be
     generic in them and round differently). Every batch size runs the same code: a batch of
     one is padded to two (the image repeated), since the compiler specialises size 1. Graphs
-    run with one intra-op thread (their kernels are serial): dynamo guards on the thread
-    count, and a DataLoader worker (one thread) would otherwise compile them all again.
+    run with one intra-op thread (their kernels are serial) and without autograd: dynamo
+    guards on both, and a DataLoader worker (one thread) would otherwise compile them again.
     """
     tensors = [t.contiguous() for t in tensors]
     b = next(t.shape[d] for t, d in zip(tensors, batch_dims, strict=True) if d is not None)
@@ -185,7 +185,7 @@ def _call(
     try:
         if threads != 1:
             torch.set_num_threads(1)
-        with torch._dynamo.config.patch(
+        with torch.no_grad(), torch._dynamo.config.patch(
             automatic_dynamic_shapes=False,
             automatic_dynamic_local_pgo=False,
             automatic_dynamic_remote_pgo=False,
