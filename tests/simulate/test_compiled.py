@@ -228,3 +228,17 @@ def test_backend_names_are_checked(monkeypatch):
         compiled.requested_backend("fast")
     monkeypatch.setenv(compiled.ENV_VAR, "EAGER")
     assert compiled.resolve_backend() == "eager"
+
+
+def test_auto_renders_small_jobs_eager(monkeypatch):
+    """Under auto, compiling (seconds per process) is skipped for jobs it would not repay."""
+    monkeypatch.setenv(compiled.ENV_VAR, "auto")
+    small, big = compiled.AUTO_MIN_IMAGES - 1, compiled.AUTO_MIN_IMAGES
+    assert compiled.backend_for_job(None, small) == "eager"
+    assert compiled.backend_for_job("auto", small) == "eager"
+    assert compiled.backend_for_job(None, big) is None  # left to resolve_backend
+    assert compiled.backend_for_job("compiled", small) == "compiled"  # explicit wins
+    data = simulate_dataset(PRESET, 2, seed=0, classes=("no_sub",))
+    assert data.attrs["simulator_backend"] == "eager"
+    monkeypatch.setenv(compiled.ENV_VAR, "compiled")
+    assert compiled.backend_for_job(None, small) is None  # the environment's choice wins

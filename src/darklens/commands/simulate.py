@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from darklens.data.lensdata import CLASSES
 from darklens.errors import DarklensError
-from darklens.simulate.compiled import BACKENDS, ENV_VAR, resolve_backend
+from darklens.simulate.compiled import BACKENDS, ENV_VAR, backend_for_job, resolve_backend
 from darklens.simulate.presets import get_preset, list_presets
 from darklens.simulate.writer import simulate_to_disk
 
@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.preset, parse_overrides(args.set))
     except (KeyError, ValueError) as err:
         raise DarklensError(f"bad --set: {err}") from None
+    total = args.n_per_class * len(classes)
     try:
-        backend = resolve_backend(args.backend)
+        backend = resolve_backend(backend_for_job(args.backend, total))
     except RuntimeError as err:
         raise DarklensError(str(err)) from None
-    total = args.n_per_class * len(classes)
     with tqdm(total=total, desc=f"simulate {preset.name}", unit="img") as bar:
         summary = simulate_to_disk(
             preset,
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             parse_shard(args.shard),
             args.workers,
             progress=bar.update,
-            backend=args.backend,
+            backend=backend_for_job(args.backend, total),
         )
     print(
         f"{summary['images']} images in {args.out} ({summary['written']} chunks written, "

@@ -613,12 +613,13 @@ def iter_class(
     seed: int,
     start: int = 0,
     batch_size: int = 256,
+    backend: str | None = None,
 ) -> Iterator[tuple[Tensor, dict[str, np.ndarray]]]:
     """Batches of images ``start .. start + n`` of one class."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     for lo in range(start, start + n, batch_size):
         hi = min(lo + batch_size, start + n)
-        yield simulate_batch(preset, class_name, np.arange(lo, hi), seed)
+        yield simulate_batch(preset, class_name, np.arange(lo, hi), seed, backend=backend)
 
 
 def simulate_dataset(
@@ -627,13 +628,20 @@ def simulate_dataset(
     seed: int,
     classes: tuple[str, ...] | list[str] = CLASSES,
     batch_size: int = 256,
+    backend: str | None = None,
 ) -> LensData:
-    """``n_per_class`` images of each class, in memory, with metadata and provenance."""
+    """``n_per_class`` images of each class, in memory, with metadata and provenance.
+
+    ``backend`` as in :func:`simulate_batch`; under ``auto`` a small job renders eager
+    (:func:`darklens.simulate.compiled.backend_for_job`).
+    """
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    backend = compiled.backend_for_job(backend, n_per_class * len(classes))
     images, labels, metas = [], [], []
     before = Counter(compiled.usage)
     for name in classes:
-        for img, meta in iter_class(preset, name, n_per_class, seed, batch_size=batch_size):
+        for img, meta in iter_class(preset, name, n_per_class, seed, batch_size=batch_size,
+                                    backend=backend):
             images.append(img.numpy())
             labels.append(meta["label"])
             metas.append(meta)

@@ -131,6 +131,7 @@ def simulate_to_disk(
             raise ValueError(f"unknown class {c!r}; known: {', '.join(CLASSES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    backend = compiled.backend_for_job(backend, n_per_class * len(classes))
     manifest = {
         "preset": preset.to_dict(),
         "seed": seed,
