@@ -13,7 +13,7 @@ from darklens.data.dataset import Normaliser
 from darklens.data.formats import write_deeplense_folder
 from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import (
-    _noise_variance,
+    _noise_sigma,
     draw_parameters,
     render_noiseless,
     simulate_dataset,
@@ -37,7 +37,7 @@ def _take(stream: SimulatorStream, n: int) -> torch.Tensor:
 def _clean_and_sigma(preset, idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     p = draw_parameters(preset, "no_sub", torch.as_tensor(idx), seed)
     clean = render_noiseless(preset, p, substructure=True)
-    return clean, torch.sqrt(_noise_variance(preset, p, clean))
+    return clean, _noise_sigma(preset, p, clean).expand_as(clean)
 
 
 def test_stream_views_are_one_noiseless_lens_with_independent_noise() -> None:

@@ -22,6 +22,7 @@ from darklens.simulate.simulator import (
     simulate_dataset,
 )
 from darklens.simulate.views import render_views
+from lenstronomy_grid import lenstronomy_image_data
 
 PRESET = get_preset("demo", {"n_pix": "32"})
 
@@ -76,7 +77,6 @@ def test_compiled_render_matches_lenstronomy(needs_compiler):
     """SIE + shear + point-mass subhalos + Sersic source, 2x2 supersampled, through the PSF,
     against lenstronomy (given the same PSF kernel)."""
     pytest.importorskip("lenstronomy")
-    from lenstronomy.Data.imaging_data import ImageData
     from lenstronomy.Data.psf import PSF
     from lenstronomy.ImSim.image_model import ImageModel
     from lenstronomy.LensModel.lens_model import LensModel
@@ -87,13 +87,7 @@ def test_compiled_render_matches_lenstronomy(needs_compiler):
     p = draw_parameters(PRESET, "cdm", torch.arange(3), seed=1)
     ours = render_noiseless(PRESET, p, backend="compiled").double().numpy()
     taps = simulator._psf_taps(PRESET, p, torch.float64).numpy()
-    half = (n - 1) / 2 * pix
-    data = ImageData(
-        image_data=np.zeros((n, n)),
-        ra_at_xy_0=-half,
-        dec_at_xy_0=-half,
-        transform_pix2angle=np.diag([pix, pix]),
-    )
+    data = lenstronomy_image_data(n, pix)
     v = {k: t.numpy() for k, t in p.items()}
     for i in range(3):
         subs = np.flatnonzero(v["sub_mask"][i])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from darklens.simulate import physics
+from lenstronomy_grid import lenstronomy_image_data
 
 lenstronomy = pytest.importorskip("lenstronomy")
 from lenstronomy.LensModel.lens_model import LensModel  # noqa: E402
@@ -128,7 +129,6 @@ def test_truncated_nfw_matches_lenstronomy(rs, alpha_rs, r_trunc):
 
 
 def test_noiseless_sie_sersic_image_matches_lenstronomy():
-    from lenstronomy.Data.imaging_data import ImageData
     from lenstronomy.Data.psf import PSF
     from lenstronomy.ImSim.image_model import ImageModel
     from lenstronomy.LightModel.light_model import LightModel
@@ -137,13 +137,7 @@ def test_noiseless_sie_sersic_image_matches_lenstronomy():
     q, phi, sq, sphi = 0.75, 0.4, 0.7, -0.6
     e1, e2 = param_util.phi_q2_ellipticity(phi, q)
     se1, se2 = param_util.phi_q2_ellipticity(sphi, sq)
-    half = (n - 1) / 2 * pix
-    data = ImageData(
-        image_data=np.zeros((n, n)),
-        ra_at_xy_0=-half,
-        dec_at_xy_0=-half,
-        transform_pix2angle=np.diag([pix, pix]),
-    )
+    data = lenstronomy_image_data(n, pix)
     model = ImageModel(
         data,
         PSF(psf_type="NONE"),

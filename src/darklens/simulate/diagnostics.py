@@ -9,17 +9,18 @@ anomalies over normal images) without training anything.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from darklens.simulate.presets import Preset
-from darklens.simulate.rng import normals
 from darklens.simulate.simulator import (
     CLASS_IDS,
-    _noise_variance,
+    _noise_sigma,
     draw_parameters,
+    observe,
     render_noiseless,
 )
 
@@ -50,22 +51,21 @@ def residual_power(
     """
     if class_name not in CLASS_IDS:
         raise ValueError(f"unknown class {class_name!r}")
+    flux = dataclasses.replace(preset, normalisation="flux")  # the noisy image, unscaled
     sub, noise = [], []
     for start in range(0, n_images, batch):
         idx = torch.arange(start, min(start + batch, n_images))
         p = draw_parameters(preset, class_name, idx, seed)
         clean = render_noiseless(preset, p, substructure=True, dtype=torch.float64)
         smooth = render_noiseless(preset, p, substructure=False, dtype=torch.float64)
-        var = _noise_variance(preset, p, clean)
-        b, h, w = clean.shape
-        eps = normals(seed, CLASS_IDS[class_name], idx, "noise", h * w, torch.float64)
-        noisy = clean + var.sqrt() * eps.view(b, h, w)
+        sigma = _noise_sigma(preset, p, clean)
         if preset.normalisation == "minmax":
+            noisy = observe(flux, clean, sigma, seed, class_name, idx).double()
             scale2 = (noisy.amax((1, 2)) - noisy.amin((1, 2))).clamp_min(1e-12) ** 2
         else:
-            scale2 = torch.ones(b, dtype=torch.float64)
+            scale2 = torch.ones(len(idx), dtype=torch.float64)
         sub.append((((clean - smooth) ** 2).mean((1, 2)) / scale2).numpy())
-        noise.append((var.mean((1, 2)) / scale2).numpy())
+        noise.append(((sigma**2).expand_as(clean).mean((1, 2)) / scale2).numpy())
     return ResidualPower(np.concatenate(sub), np.concatenate(noise))
 
 

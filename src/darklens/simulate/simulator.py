@@ -466,11 +466,6 @@ def _power(images: Tensor) -> Tensor:
     return torch.linalg.vector_norm(images, dim=(1, 2)).double() ** 2
 
 
-def _noise_variance(preset: Preset, p: dict[str, Tensor], clean: Tensor) -> Tensor:
-    """Per-pixel noise variance (B, H, W) in (counts/s)^2."""
-    return (_noise_sigma(preset, p, clean) ** 2).expand_as(clean).clone()
-
-
 def observe(
     preset: Preset,
     clean: Tensor,
