@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise DarklensError(f"bad --set: {err}") from None
     total = args.n_per_class * len(classes)
     try:
-        backend = resolve_backend(backend_for_job(args.backend, total))
+        job_backend = backend_for_job(args.backend, total)
+        backend = resolve_backend(job_backend)
     except RuntimeError as err:
         raise DarklensError(str(err)) from None
     with tqdm(total=total, desc=f"simulate {preset.name}", unit="img") as bar:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             parse_shard(args.shard),
             args.workers,
             progress=bar.update,
-            backend=backend_for_job(args.backend, total),
+            backend=job_backend,
         )
     print(
         f"{summary['images']} images in {args.out} ({summary['written']} chunks written, "
