@@ -20,7 +20,7 @@ _REGISTRY: dict[str, type[Detector]] = {}
 # Modules that define detectors; importing them fills the registry. A new detector is one file
 # plus one line here.
 DETECTOR_MODULES: tuple[str, ...] = (
-    "dcae", "cvae", "aae", "rbm", "deep_svdd", "knn", "infotheoretic",
+    "dcae", "cvae", "aae", "rbm", "deep_svdd", "knn", "infotheoretic", "residual_chi2",
 )
 
 

@@ -1,0 +1,246 @@
+"""Batched least-squares fit of the smooth lens to every image, and what is left over.
+
+Levenberg-Marquardt on the pixel chi-square, in the unconstrained parameters of
+:mod:`darklens.fit.smooth_model`: the Jacobian comes from forward differences (all K + 1
+renders of a batch in one pass: about 14 forward renders for 13 parameters, against about 23
+for forward-mode autodiff through ``torch.func``), the linear amplitudes are solved exactly
+inside every evaluation (variable projection), and each image keeps its own damping, so a
+batch of images converges image by image. Near the minimum this converges quadratically, which
+a first-order optimiser cannot do at the signal-to-noise of real lens images. The first stages
+render at one sample per pixel; the last at the instrument's supersampling.
+
+The noise weights follow :mod:`darklens.fit.noise`: first the border sigma alone, then, once
+the shape is fitted, the photon term measured from the fit's own bright-pixel residuals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from darklens.fit import noise
+from darklens.fit.instrument import Instrument
+from darklens.fit.smooth_model import SmoothRenderer, solve_linear, to_physical
+
+FD_STEP = 1e-3  # in the unconstrained parameters (sigmoid arguments)
+
+
+@dataclass
+class FitOptions:
+    """How hard to fit: LM iterations per stage, noise re-estimations, batch size."""
+
+    start_iterations: int = 6  # LM iterations for every start before the best is kept
+    iterations: int = 20  # LM iterations per stage
+    stages: int = 2  # stage 1: border sigma only; later stages: + photon noise
+    batch_size: int = 64
+    tolerance: float = 1e-5  # relative chi-square change that counts as converged
+    max_chi2_red: float = 50.0  # above this a fit is flagged as not converged
+
+
+@dataclass
+class SmoothFit:
+    """The fit of a batch: everything per image, numpy, first axis the image."""
+
+    params: dict[str, np.ndarray]  # physical parameters, amplitudes, background, s0, s1
+    model: np.ndarray  # (B, H, W) smooth model image
+    residual: np.ndarray  # (B, H, W) (data - model) / sigma
+    chi2_red: np.ndarray  # (B,)
+    converged: np.ndarray  # (B,) bool
+    u: np.ndarray  # (B, K) unconstrained parameters (a start for a later fit)
+    iterations: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __len__(self) -> int:
+        return int(self.chi2_red.shape[0])
+
+
+class SmoothLensFitter:
+    """Fits the smooth model of one instrument; see the module docstring."""
+
+    def __init__(self, inst: Instrument, options: FitOptions | None = None):
+        self.inst = inst
+        self.options = options or FitOptions()
+        self.renderer = SmoothRenderer(inst)  # the instrument's own sampling: final stage
+        self.coarse = SmoothRenderer(replace(inst, supersample=1)) \
+            if inst.supersample > 1 else self.renderer
+
+    # -- residuals and Jacobian ---------------------------------------------------------------
+    def _weighted_residual(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> Tensor:
+        comps = self._active.components(u)
+        _, model = solve_linear(comps, data, sqrt_w * sqrt_w)
+        return sqrt_w * (data - model)
+
+    def _residual_and_jacobian(self, u: Tensor, data: Tensor,
+                               sqrt_w: Tensor) -> tuple[Tensor, Tensor]:
+        """r (B, P) and J = dr/du (B, P, K) by forward differences, one batched render."""
+        b, k = u.shape
+        shifted = u.unsqueeze(0).repeat(k + 1, 1, 1)
+        idx = torch.arange(k)
+        shifted[idx + 1, :, idx] += FD_STEP
+        flat = self._weighted_residual(shifted.reshape(-1, k), data.repeat(k + 1, 1),
+                                       sqrt_w.repeat(k + 1, 1)).view(k + 1, b, -1)
+        r = flat[0]
+        return r, ((flat[1:] - r) / FD_STEP).permute(1, 2, 0)
+
+    def _cost(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> Tensor:
+        return self._weighted_residual(u, data, sqrt_w).square().sum(-1)
+
+    # -- the solver ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _levenberg_marquardt(self, u: Tensor, data: Tensor, sqrt_w: Tensor,
+                             iterations: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Improve ``u`` (B, K); returns (u, cost, iterations used) per image."""
+        b, k = u.shape
+        lam = torch.full((b,), 1e-3, dtype=u.dtype)
+        cost = self._cost(u, data, sqrt_w)
+        active = torch.ones(b, dtype=torch.bool)
+        used = torch.zeros(b, dtype=torch.int64)
+        eye = torch.eye(k, dtype=u.dtype)
+        tol = self.options.tolerance
+        for _ in range(iterations):
+            idx = torch.nonzero(active).squeeze(-1)
+            if idx.numel() == 0:
+                break
+            ua, da, wa = u[idx], data[idx], sqrt_w[idx]
+            r, jac = self._residual_and_jacobian(ua, da, wa)
+            jtj = jac.transpose(1, 2) @ jac
+            grad = (jac.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+            diag = torch.diagonal(jtj, dim1=1, dim2=2)
+            damp = lam[idx].view(-1, 1, 1) * (torch.diag_embed(diag) +
+                                              1e-9 * diag.mean(-1).view(-1, 1, 1) * eye)
+            step = torch.linalg.solve(jtj + damp, -grad.unsqueeze(-1)).squeeze(-1)
+            step = torch.nan_to_num(step).clamp(-3.0, 3.0)
+            trial = ua + step
+            new_cost = self._cost(trial, da, wa)
+            old = cost[idx]
+            better = torch.isfinite(new_cost) & (new_cost < old)
+            u[idx] = torch.where(better.unsqueeze(-1), trial, ua)
+            cost[idx] = torch.where(better, new_cost, old)
+            lam[idx] = torch.where(better, (lam[idx] / 3).clamp_min(1e-7),
+                                   (lam[idx] * 4).clamp_max(1e7))
+            used[idx] += 1
+            small = better & ((old - new_cost) < tol * old)
+            stuck = ~better & (lam[idx] >= 1e7)
+            active[idx] = ~(small | stuck)
+        return u, cost, used
+
+    def _weights(self, s0: Tensor, s1: Tensor, light: Tensor) -> Tensor:
+        var = s0.unsqueeze(-1) + s1.unsqueeze(-1) * light.clamp_min(0)
+        return var.rsqrt()
+
+    @torch.no_grad()
+    def _model(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> tuple[Tensor, Tensor]:
+        comps = self._active.components(u)
+        return solve_linear(comps, data, sqrt_w * sqrt_w)
+
+    @torch.no_grad()
+    def fit_batch(self, images: Tensor, starts: Tensor) -> SmoothFit:
+        """Fit images (B, H, W) from starting points ``starts`` (S, B, K): every start gets a
+        first stage of LM, the best continues."""
+        opts, inst = self.options, self.inst
+        b = images.shape[0]
+        data = images.reshape(b, -1).float()
+        finite = torch.isfinite(data).all(-1)
+        data = torch.where(finite.unsqueeze(-1), data, torch.zeros_like(data))
+        if inst.noise is not None:
+            s0 = torch.full((b,), float(inst.noise) ** 2)
+        else:
+            s0 = noise.border_sigma(data, inst.n_pix)[1] ** 2
+        s1 = torch.zeros(b)
+        sqrt_w = self._weights(s0, s1, torch.zeros_like(data))
+        self._active = self.coarse
+        best_u, best_cost, used = None, None, torch.zeros(b, dtype=torch.int64)
+        for start in starts:
+            u, cost, n = self._levenberg_marquardt(start.clone().float(), data, sqrt_w,
+                                                   opts.start_iterations)
+            used = used + n
+            if best_u is None:
+                best_u, best_cost = u, cost
+            else:
+                better = cost < best_cost
+                best_u = torch.where(better.unsqueeze(-1), u, best_u)
+                best_cost = torch.where(better, cost, best_cost)
+        u, _, n = self._levenberg_marquardt(best_u, data, sqrt_w, opts.iterations)
+        used += n
+        for stage in range(1, opts.stages):
+            if stage == opts.stages - 1:
+                self._active = self.renderer
+            coef, model = self._model(u, data, sqrt_w)
+            light = model - coef[:, -1:]
+            if inst.noise is None:
+                s0, s1 = noise.binned_variance(data - model, light)
+            else:
+                s1 = noise.poisson_gain(data - model, light, s0)
+            sqrt_w = self._weights(s0, s1, light)
+            u, _, n = self._levenberg_marquardt(u, data, sqrt_w, opts.iterations)
+            used += n
+        self._active = self.renderer
+        coef, model = self._model(u, data, sqrt_w)
+        light = model - coef[:, -1:]
+        sigma_inv = self._weights(s0, s1, light)
+        resid = (data - model) * sigma_inv
+        dof = max(data.shape[1] - u.shape[1] - coef.shape[1], 1)
+        chi2_red = resid.square().sum(-1) / dof
+        converged = finite & torch.isfinite(chi2_red) & (chi2_red < opts.max_chi2_red)
+        resid = torch.where(finite.unsqueeze(-1), torch.nan_to_num(resid), torch.zeros_like(resid))
+        params = {k: v.double().numpy() for k, v in to_physical(u, self.renderer.specs).items()}
+        params["source_amp"] = coef[:, 0].double().numpy()
+        if inst.lens_light:
+            params["light_amp"] = coef[:, 1].double().numpy()
+        params["background"] = coef[:, -1].double().numpy()
+        params["noise_s0"] = s0.double().numpy()
+        params["noise_s1"] = s1.double().numpy()
+        n = inst.n_pix
+        return SmoothFit(params=params, model=model.reshape(b, n, n).numpy(),
+                         residual=resid.reshape(b, n, n).numpy(),
+                         chi2_red=chi2_red.double().numpy(), converged=converged.numpy(),
+                         u=u.numpy(), iterations=used.numpy())
+
+
+def concatenate_fits(fits: list[SmoothFit]) -> SmoothFit:
+    """One SmoothFit from several batches, in order."""
+    return SmoothFit(
+        params={k: np.concatenate([f.params[k] for f in fits]) for k in fits[0].params},
+        model=np.concatenate([f.model for f in fits]),
+        residual=np.concatenate([f.residual for f in fits]),
+        chi2_red=np.concatenate([f.chi2_red for f in fits]),
+        converged=np.concatenate([f.converged for f in fits]),
+        u=np.concatenate([f.u for f in fits]),
+        iterations=np.concatenate([f.iterations for f in fits]),
+    )
+
+
+def fit_smooth_lens(images: np.ndarray | Tensor, inst: Instrument,
+                    options: FitOptions | None = None, progress: bool = False) -> SmoothFit:
+    """Fit the smooth lens to images (N, H, W) or (N, 1, H, W), in batches, from the
+    moment-based starts of :mod:`darklens.fit.initial_guess`.
+
+    Images with NaN or infinite pixels are not fitted: their residual is zero and their
+    ``converged`` flag False, so no NaN ever leaves the fitter.
+    """
+    from darklens.fit.initial_guess import heuristic_starts
+
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    if x.ndim == 4:
+        if x.shape[1] != 1:
+            raise ValueError(f"the fitter takes one-channel images, got {tuple(x.shape)}")
+        x = x[:, 0]
+    if x.ndim != 3 or x.shape[1] != inst.n_pix or x.shape[2] != inst.n_pix:
+        raise ValueError(f"images of shape {tuple(x.shape)} do not match the instrument's "
+                         f"{inst.n_pix}x{inst.n_pix} pixels")
+    fitter = SmoothLensFitter(inst, options)
+    size = fitter.options.batch_size
+    batches = range(0, x.shape[0], size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="fitting", unit="batch")
+    fits = []
+    for lo in batches:
+        chunk = x[lo:lo + size]
+        flat = torch.nan_to_num(chunk.reshape(chunk.shape[0], -1), nan=0.0, posinf=0.0,
+                                neginf=0.0)
+        fits.append(fitter.fit_batch(chunk, heuristic_starts(flat, inst)))
+    return concatenate_fits(fits)
