@@ -34,6 +34,7 @@ from darklens.data.formats import load_dataset
 from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
 from darklens.evaluate.scoring import score_images
+from darklens.fit.instrument import instrument_for_data
 from darklens.models.base import create_detector, detector_class, list_detectors
 from darklens.models.persistence import save_run
 from darklens.train import distributed as dd
@@ -85,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--view-source", choices=("same", "new"),
                    help="with --views native: 'new' puts a newly drawn source behind the lens "
                    "in every rendering after the first (default same)")
+    p.add_argument("--instrument", metavar="KEY=VALUE,...",
+                   help="for a detector that fits the smooth lens (residual-chi2): "
+                   "pixel_scale=ARCSEC,psf_fwhm=ARCSEC|fit[,supersample=N][,noise=SIGMA]"
+                   "[,lens_light=0|1]; default: the preset's own instrument for simulator data, "
+                   "else a 0.08 arcsec pixel and a PSF fitted per image")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -166,6 +172,19 @@ def run(args: argparse.Namespace) -> int:
     extra["normaliser"] = normaliser.to_dict()
     extra["views"] = views
 
+    cls = detector_class(args.detector)
+    if getattr(cls, "uses_instrument", False):
+        source = data if args.data else val_data
+        inst = instrument_for_data(args.instrument, source, int(size))
+        det_opts["instrument"] = inst.to_dict()
+        extra["instrument"] = inst.to_dict()
+        preset = getattr(source, "attrs", {}).get("preset")
+        if isinstance(preset, dict):  # simulator data: its own prior trains the fit's guess
+            det_opts.setdefault("prior", preset)
+        det_opts.setdefault("seed", args.seed)
+    elif args.instrument:
+        raise DarklensError(f"--instrument: detector {args.detector} does not fit the smooth "
+                            "lens (use --detector residual-chi2)")
     seed_everything(args.seed)
     try:
         detector = create_detector(args.detector, image_size=int(size), in_channels=int(channels),

@@ -111,3 +111,25 @@ def parse_instrument(text: str | None, n_pix: int) -> Instrument:
         except ValueError:
             raise DarklensError(f"--instrument: bad value for {key}: {raw!r}") from None
     return Instrument(n_pix=n_pix, source="user", **values)
+
+
+def instrument_for_data(text: str | None, data: Any, size: int) -> Instrument:
+    """The instrument to fit ``data`` (images of ``size`` pixels) with.
+
+    ``text`` (``--instrument``) when given (source ``"user"``); else the instrument of the
+    simulator preset recorded in ``data.attrs["preset"]`` (source ``"preset"``); else the
+    default (source ``"default"``). A preset of another image size than ``size`` is not used.
+    """
+    if text:
+        return parse_instrument(text, size)
+    preset = getattr(data, "attrs", {}).get("preset")
+    if isinstance(preset, dict):
+        from darklens.simulate.presets import from_dict as preset_from_dict
+
+        try:
+            inst = from_preset(preset_from_dict(preset))
+        except (TypeError, ValueError, KeyError, DarklensError):
+            inst = None  # an older or foreign preset record: fall back to the default
+        if inst is not None and inst.n_pix == size:
+            return inst
+    return Instrument(n_pix=size)
