@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "score",
+    "fit",
     "regress",
     "benchmark",
     "sweep",

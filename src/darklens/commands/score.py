@@ -1,8 +1,10 @@
 """`darklens score RUN FILE_OR_DIR...`: one anomaly score per image (higher = more anomalous).
 
 Inputs are anything ``load_dataset`` reads: single ``.npy`` images, folders of them, DeepLense
-class folders, HDF5 shards. Images are normalised as in training. Prints ``source,class,score``
-lines, or writes them to ``--csv``.
+class folders, HDF5 shards. Images are normalised as in training. Prints
+``source,class,score,flag`` lines, or writes them to ``--csv``. ``flag`` is ``ok``, or
+``not_fitted`` for an image the detector could not score (residual-chi2: the smooth-lens fit
+failed): its score is left empty, never ranked, and a warning on stderr names such images.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import csv
 import io
 import sys
 
+import numpy as np
+
 from darklens.data.dataset import Normaliser
-from darklens.data.formats import load_dataset
+from darklens.data.formats import image_names, load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.scoring import score_images
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
+
+NOT_FITTED = "not_fitted"  # the flag of an image with a NaN score (the detector could not fit it)
+MAX_NAMED = 10  # not-scored images named in the warning
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,32 +37,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _names(data, path: str) -> list[str]:
-    files = data.attrs.get("files")
-    if files is not None and len(files) == len(data):
-        return [str(f) for f in files]
-    return [f"{path}[{i}]" for i in range(len(data))]
-
-
 def run(args: argparse.Namespace) -> int:
     config = read_run_config(args.run)
     detector = load_run(args.run)
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
-    rows = []
+    rows, not_scored = [], []
     for path in args.inputs:
         data = load_dataset(path)
         if None not in want and tuple(data.images.shape[1:]) != want:
             raise DataError(f"{path}: images are {tuple(data.images.shape[1:])}, the run was "
                             f"trained on {want}")
         scores = score_images(detector, normaliser(data.images), args.batch_size, args.device)
-        for name, label, s in zip(_names(data, path), data.labels, scores, strict=True):
+        for name, label, s in zip(image_names(data, path), data.labels, scores, strict=True):
             cls = data.class_names[label] if label >= 0 else ""
-            rows.append([name, cls, repr(float(s))])
+            if np.isnan(s):
+                rows.append([name, cls, "", NOT_FITTED])
+                not_scored.append(name)
+            else:
+                rows.append([name, cls, repr(float(s)), "ok"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["source", "class", "score"])
+    w.writerow(["source", "class", "score", "flag"])
     w.writerows(rows)
+    if not_scored:
+        more = f" (+{len(not_scored) - MAX_NAMED} more)" if len(not_scored) > MAX_NAMED else ""
+        print(f"darklens score: warning: {len(not_scored)} image(s) not scored "
+              f"({detector.name} could not fit them; empty score, flag {NOT_FITTED}): "
+              f"{', '.join(not_scored[:MAX_NAMED])}{more}", file=sys.stderr)
     if args.csv:
         write_text_atomic(args.csv, buf.getvalue())
         print(f"wrote {len(rows)} score(s) to {args.csv}")

@@ -216,6 +216,7 @@ def read_deeplense_folder(
     images: list[np.ndarray] = []
     labels: list[int] = []
     keys: list[str] = []
+    paths: list[str] = []
     first: tuple[Path, tuple[int, ...]] | None = None
     for name in wanted:
         files = npy_files(folders[name])
@@ -233,13 +234,14 @@ def read_deeplense_folder(
             images.append(image)
             labels.append(CLASSES.index(name))
             keys.append(f"{folders[name].name}/{file.name}")
+            paths.append(str(file))
     metadata = _metadata_from_csv(root, keys, wanted)
     return LensData(
         images=np.stack(images)[:, None],
         labels=np.array(labels, dtype=np.int64),
         class_names=CLASSES,
         metadata=metadata,
-        attrs={"source": str(root), "format": "deeplense"},
+        attrs={"source": str(root), "format": "deeplense", "files": paths},
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "UNLABELLED",
     "SHARD_SUFFIXES",
     "load_dataset",
+    "image_names",
     "find_shards",
     "concatenate",
     "read_shard",
@@ -95,6 +96,15 @@ def load_dataset(path: str | os.PathLike, classes: Iterable[str] | None = None) 
         f"{path}: nothing to load: no HDF5 shards (.h5), no class folders "
         f"({', '.join(CLASSES)}) and no .npy images"
     )
+
+
+def image_names(data: LensData, path: str | os.PathLike) -> list[str]:
+    """One name per image of ``data`` loaded from ``path``: its file where the format has one
+    file per image (``.npy`` images, DeepLense folders), else ``PATH[i]``."""
+    files = data.attrs.get("files")
+    if files is not None and len(files) == len(data):
+        return [str(f) for f in files]
+    return [f"{path}[{i}]" for i in range(len(data))]
 
 
 def find_shards(root: str | os.PathLike) -> list[Path]:
