@@ -54,7 +54,7 @@ def test_train_evaluate_score_end_to_end(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", str(run), str(one), str(data_dir / "test")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "source,class,score" and len(lines) == 1 + 1 + 90
+    assert lines[0] == "source,class,score,flag" and len(lines) == 1 + 1 + 90
     out_csv = tmp_path / "scores.csv"
     assert main(["score", str(run), str(data_dir / "test"), "--csv", str(out_csv)]) == 0
     with open(out_csv) as fh:

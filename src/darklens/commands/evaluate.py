@@ -4,6 +4,11 @@ Which images: if DIR holds the very data the run was trained on (same fingerprin
 part of the run's split (normal images never trained on or validated on, plus the test share
 of the anomalies, all from the seed recorded in the run); otherwise every labelled image in
 DIR (a separate test set). Writes RUN/metrics.json and RUN/test_scores.csv atomically.
+
+Images whose score is NaN (a detector that could not fit them: residual-chi2) are never ranked:
+they are left out of the metrics and of test_scores.csv, recorded in metrics.json under
+``not_scored`` (``n``, the first 50 data ``images`` indices and, for data with one file per
+image, their ``files``) and named in one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,9 @@ from darklens.evaluate.scoring import score_images
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
 from darklens.train.data import detection_split, fingerprint
+
+MAX_RECORDED = 50  # not-scored images listed in metrics.json
+MAX_NAMED = 10  # ... and in the warning
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +68,16 @@ def run(args: argparse.Namespace) -> int:
     idx, which = evaluation_indices(config, data)
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     scores = score_images(detector, normaliser(data.images[idx]), args.batch_size, args.device)
+    bad = np.isnan(scores)
+    not_scored = not_scored_record(idx[bad], data) if bad.any() else None
+    if bad.any():
+        named = [f"{int(i)} ({_class(data, int(i))})" for i in idx[bad]]
+        print(f"darklens evaluate: warning: {int(bad.sum())} image(s) not scored "
+              f"({config['detector']} could not fit them), left out of the metrics: "
+              f"{_listing(named)}", file=sys.stderr)
+        idx, scores = idx[~bad], scores[~bad]
+        if not len(idx):
+            raise DataError(f"{args.data}: cannot evaluate: no image could be scored")
     labels = data.labels[idx]
     normal = config.get("normal", "no_sub")
     try:
@@ -67,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: cannot evaluate: {err}") from err
     metrics["test_set"] = {"data": str(Path(args.data).resolve()), "images": which,
                            "n": int(len(idx))}
+    if not_scored is not None:
+        metrics["not_scored"] = not_scored
     run_dir = Path(args.run)
     write_json_atomic(run_dir / "metrics.json", metrics)
     buf = io.StringIO()
@@ -81,3 +102,25 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"n": metrics["n"]}))
     print(f"wrote {run_dir / 'metrics.json'}")
     return 0
+
+
+def not_scored_record(where: np.ndarray, data) -> dict:
+    """metrics.json's record of the images (data indices ``where``) whose score is NaN (a
+    detector that could not fit them, e.g. residual-chi2): their number, the first
+    ``MAX_RECORDED`` indices and, where the data set has one file per image, their files."""
+    first = [int(i) for i in where[:MAX_RECORDED]]
+    record: dict = {"n": int(len(where)), "images": first}
+    files = data.attrs.get("files")
+    if files is not None and len(files) == len(data):
+        record["files"] = [str(files[i]) for i in first]
+    return record
+
+
+def _class(data, i: int) -> str:
+    lab = int(data.labels[i])
+    return data.class_names[lab] if lab >= 0 else "unlabelled"
+
+
+def _listing(items: list[str], limit: int = MAX_NAMED) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
