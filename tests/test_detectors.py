@@ -23,6 +23,9 @@ DETECTOR_CONFIG = {
     "cvae": {"latent_dim": 64},
     "aae": {"latent_dim": 64},
     "rbm": {"n_hidden": 128},
+    # a tiny guess network (generic prior at 32x32) and few LM iterations keep it quick
+    "residual-chi2": {"guess_images": 300, "guess_epochs": 2, "calibration_images": 32,
+                      "fit_options": {"iterations": 10}},
 }
 EPOCHS = {"deep-svdd": 15, "rbm": 3}
 

@@ -16,7 +16,7 @@ records which (``instrument.source``). DIR receives, each file written atomicall
   converged fits, timing, darklens version and date. It is written last and removed before
   the other files are replaced, so a DIR without it holds no finished fit.
 
-Images the fitter could not fit (chi-square above ``max_chi2_red``) have ``converged`` 0 in
+Images the fitter could not fit (a fit that ended non-finite) have ``converged`` 0 in
 params.csv and are named on stderr; the exit code is still 0.
 """
 

@@ -37,7 +37,7 @@ class FitOptions:
     stages: int = 2  # stage 1: border sigma only; later stages: + photon noise
     batch_size: int = 64
     tolerance: float = 1e-5  # relative chi-square change that counts as converged
-    max_chi2_red: float = 50.0  # above this a fit is flagged as not converged
+    moment_starts: int = 4  # how many moment-based starts (besides a network's guess, if any)
 
 
 @dataclass
@@ -183,7 +183,9 @@ class SmoothLensFitter:
         resid = (data - model) * sigma_inv
         dof = max(data.shape[1] - u.shape[1] - coef.shape[1], 1)
         chi2_red = resid.square().sum(-1) / dof
-        converged = finite & torch.isfinite(chi2_red) & (chi2_red < opts.max_chi2_red)
+        # "converged" means fitted: finite pixels in, a finite fit out. A poor fit is not a
+        # failure: a large residual is what substructure leaves, and detectors score it.
+        converged = finite & torch.isfinite(chi2_red) & torch.isfinite(u).all(-1)
         resid = torch.where(finite.unsqueeze(-1), torch.nan_to_num(resid), torch.zeros_like(resid))
         params = {k: v.double().numpy() for k, v in to_physical(u, self.renderer.specs).items()}
         params["source_amp"] = coef[:, 0].double().numpy()
@@ -213,9 +215,11 @@ def concatenate_fits(fits: list[SmoothFit]) -> SmoothFit:
 
 
 def fit_smooth_lens(images: np.ndarray | Tensor, inst: Instrument,
-                    options: FitOptions | None = None, progress: bool = False) -> SmoothFit:
+                    options: FitOptions | None = None, progress: bool = False,
+                    guess: torch.nn.Module | None = None) -> SmoothFit:
     """Fit the smooth lens to images (N, H, W) or (N, 1, H, W), in batches, from the
-    moment-based starts of :mod:`darklens.fit.initial_guess`.
+    moment-based starts of :mod:`darklens.fit.initial_guess` and, where given, the guess of a
+    trained network (:class:`darklens.fit.amortised.InitialGuessNet`).
 
     Images with NaN or infinite pixels are not fitted: their residual is zero and their
     ``converged`` flag False, so no NaN ever leaves the fitter.
@@ -242,5 +246,12 @@ def fit_smooth_lens(images: np.ndarray | Tensor, inst: Instrument,
         chunk = x[lo:lo + size]
         flat = torch.nan_to_num(chunk.reshape(chunk.shape[0], -1), nan=0.0, posinf=0.0,
                                 neginf=0.0)
-        fits.append(fitter.fit_batch(chunk, heuristic_starts(flat, inst)))
+        starts = heuristic_starts(flat, inst)[: fitter.options.moment_starts]
+        if guess is not None:
+            with torch.no_grad():
+                net_start = guess(flat.view(-1, 1, inst.n_pix, inst.n_pix)).clamp(-8, 8)
+            starts = torch.cat([net_start.unsqueeze(0), starts])
+        if starts.shape[0] == 0:
+            raise ValueError("no starting point: moment_starts is 0 and there is no guess")
+        fits.append(fitter.fit_batch(chunk, starts))
     return concatenate_fits(fits)

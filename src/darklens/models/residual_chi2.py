@@ -1,15 +1,24 @@
 """The physics baseline: fit the smooth lens to every image and score what is left over.
 
-Nothing is learned. ``score`` fits the smooth model (:mod:`darklens.fit`) and reduces the
-normalised residual map ``(data - model) / sigma`` to one number per image:
+No anomaly is ever seen. ``score`` fits the smooth model (:mod:`darklens.fit`) and reduces
+the normalised residual map ``(data - model) / sigma`` to one number per image:
 
+- ``"local"`` (default): the largest mean of ``residual^2`` over ``window`` x ``window``
+  windows (a matched filter for a compact perturbation: background pixels no longer dilute
+  it), divided by the mean ``residual^2`` of the dark pixels (model light under 1% of its
+  peak), so that each image's own noise estimate cancels;
 - ``"chi2"``: the reduced chi-square of the whole image;
-- ``"local"``: the largest mean of ``residual^2`` over ``window`` x ``window`` windows (a
-  matched filter for a compact perturbation: background pixels no longer dilute it);
-- ``"combined"`` (default): the sum of both, each as a robust z-score against the training
-  normals (median and MAD, measured in ``fit_start`` on up to ``calibration_images`` of them).
+- ``"combined"``: the sum of both, each as a robust z-score against the training normals
+  (median and MAD, measured in ``fit_start`` on up to ``calibration_images`` of them).
 
-An image the fitter could not fit (NaN pixels, a fit that did not reach ``max_chi2_red``) gets
+What is trained (``fit_start``, on simulations only): with ``guess="network"`` (default) the
+fitter's first start comes from :class:`darklens.fit.amortised.InitialGuessNet`, trained on
+``guess_images`` normal lenses simulated from ``prior`` (the data's own preset, which
+``darklens train`` passes for simulator data) or, for foreign data, from
+:func:`darklens.fit.amortised.generic_prior` of the instrument. ``guess="moments"`` uses only
+the moment-based starts.
+
+An image the fitter could not fit (NaN or infinite pixels, a fit that ends non-finite) gets
 a NaN score; ``darklens evaluate`` and ``darklens score`` name such images and never rank
 them silently.
 """
@@ -17,26 +26,33 @@ them silently.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from darklens.fit.amortised import InitialGuessNet, generic_prior, train_initial_guess
 from darklens.fit.fitter import FitOptions, SmoothFit, fit_smooth_lens
 from darklens.fit.instrument import Instrument
+from darklens.fit.smooth_model import parameter_specs
 from darklens.models.base import Detector, register_detector
+from darklens.simulate.presets import from_dict as preset_from_dict
 
-STATISTICS = ("chi2", "local", "combined")
+STATISTICS = ("local", "chi2", "combined")
+GUESSES = ("network", "moments")
 
 
-def residual_statistics(residual: np.ndarray | Tensor, chi2_red: np.ndarray,
-                        window: int = 8) -> dict[str, np.ndarray]:
-    """Per-image statistics of normalised residual maps (N, H, W)."""
-    r2 = torch.as_tensor(np.asarray(residual), dtype=torch.float32).square().unsqueeze(1)
+def residual_statistics(fit: SmoothFit, window: int = 4) -> dict[str, np.ndarray]:
+    """Per-image statistics of a fit's normalised residual maps (see the module docstring)."""
+    r2 = torch.as_tensor(fit.residual, dtype=torch.float32).square().unsqueeze(1)
+    light = torch.as_tensor(fit.model - fit.params["background"].reshape(-1, 1, 1))
+    dark = (light < 0.01 * light.amax((1, 2), keepdim=True)).unsqueeze(1)
+    dark_mean = (r2 * dark).sum((1, 2, 3)) / dark.sum((1, 2, 3)).clamp_min(1)
     local = F.avg_pool2d(r2, window, stride=max(1, window // 2)).amax((1, 2, 3))
-    return {"chi2": np.asarray(chi2_red, dtype=np.float64), "local": local.double().numpy()}
+    local = local / torch.where(dark_mean > 0, dark_mean, torch.ones_like(dark_mean))
+    return {"chi2": np.asarray(fit.chi2_red, dtype=np.float64), "local": local.double().numpy()}
 
 
 @register_detector
@@ -44,23 +60,35 @@ class ResidualChi2(Detector):
     """Smooth-lens fit, then a chi-square statistic of the residual (see the module docstring)."""
 
     name = "residual-chi2"
+    uses_instrument: ClassVar[bool] = True  # `darklens train` passes --instrument or the preset's
 
     def __init__(self, image_size: int = 64, in_channels: int = 1,
-                 instrument: dict[str, Any] | None = None, statistic: str = "combined",
-                 window: int = 8, calibration_images: int = 200,
+                 instrument: dict[str, Any] | None = None, statistic: str = "local",
+                 window: int = 4, calibration_images: int = 100, guess: str = "network",
+                 guess_images: int = 4000, guess_epochs: int = 8,
+                 prior: dict[str, Any] | None = None, seed: int = 0,
                  fit_options: dict[str, Any] | None = None):
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, not {statistic!r}")
         if in_channels != 1:
             raise ValueError("residual-chi2 fits one-channel images")
+        if guess not in GUESSES:
+            raise ValueError(f"guess must be one of {GUESSES}, not {guess!r}")
         inst = Instrument.from_dict(instrument) if instrument else Instrument(n_pix=image_size)
         if inst.n_pix != image_size:
             raise ValueError(f"instrument has {inst.n_pix} pixels, images {image_size}")
         super().__init__(image_size=image_size, in_channels=in_channels,
                          instrument=inst.to_dict(), statistic=statistic, window=window,
-                         calibration_images=calibration_images, fit_options=fit_options or {})
+                         calibration_images=calibration_images, guess=guess,
+                         guess_images=guess_images, guess_epochs=guess_epochs, prior=prior,
+                         seed=seed, fit_options=fit_options or {})
         self.instrument = inst
-        self.fit_options = FitOptions(**(fit_options or {}))
+        defaults = {"moment_starts": 1} if guess == "network" else {}
+        self.fit_options = FitOptions(**{**defaults, **(fit_options or {})})
+        self.guess_net = InitialGuessNet(inst.n_pix, len(parameter_specs(inst))) \
+            if guess == "network" else None
+        self.register_buffer("guess_trained", torch.zeros((), dtype=torch.bool))
+        self.report: dict[str, Any] = {}
         # robust centre and scale of each statistic on training normals: (chi2, local)
         self.register_buffer("stat_median", torch.zeros(2, dtype=torch.float64))
         self.register_buffer("stat_scale", torch.ones(2, dtype=torch.float64))
@@ -68,9 +96,31 @@ class ResidualChi2(Detector):
 
     def fit_residuals(self, images: Tensor | np.ndarray) -> SmoothFit:
         """The smooth-lens fit of images (B, 1, H, W)."""
-        return fit_smooth_lens(images, self.instrument, self.fit_options)
+        guess = self.guess_net if self.guess_trained else None
+        return fit_smooth_lens(images, self.instrument, self.fit_options, guess=guess)
+
+    def train_guess(self) -> None:
+        """Train the fitter's initial-guess network on simulated normal lenses."""
+        if self.guess_net is None:
+            return
+        cfg = self.config
+        prior = preset_from_dict(cfg["prior"]) if cfg["prior"] else \
+            generic_prior(self.instrument)
+        with torch.enable_grad():
+            net, errors = train_initial_guess(self.instrument, prior, cfg["guess_images"],
+                                              cfg["guess_epochs"], seed=cfg["seed"])
+        self.guess_net.load_state_dict(net.state_dict())
+        self.guess_net.eval()
+        self.guess_trained.fill_(True)
+        self.report["guess_prior"] = prior.name
+        self.report["guess_validation_mae"] = errors
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What ``darklens train`` records: the guess network's error, the calibration fits."""
+        return dict(self.report)
 
     def fit_start(self, loader: Iterable) -> None:
+        self.train_guess()
         want = int(self.config["calibration_images"])
         parts, have = [], 0
         for batch in loader:
@@ -82,8 +132,10 @@ class ResidualChi2(Detector):
         if not parts:
             raise ValueError("residual-chi2 needs normal images to calibrate its statistics")
         fit = self.fit_residuals(torch.cat(parts))
-        stats = residual_statistics(fit.residual, fit.chi2_red, self.config["window"])
+        stats = residual_statistics(fit, self.config["window"])
         ok = fit.converged
+        self.report["calibration"] = {"n": int(len(fit)), "n_converged": int(ok.sum()),
+                                      "median_chi2_red": float(np.median(fit.chi2_red))}
         if ok.sum() < 2:
             raise ValueError("residual-chi2: the smooth model fits fewer than two of the "
                              "training normals; check --instrument")
@@ -103,7 +155,7 @@ class ResidualChi2(Detector):
     def score(self, images: Tensor) -> Tensor:
         fit = self.fit_residuals(images.cpu())
         self.last_fit = fit
-        stats = residual_statistics(fit.residual, fit.chi2_red, self.config["window"])
+        stats = residual_statistics(fit, self.config["window"])
         statistic = self.config["statistic"]
         if statistic == "combined":
             med, scale = self.stat_median.numpy(), self.stat_scale.numpy()
