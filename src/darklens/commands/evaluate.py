@@ -9,6 +9,11 @@ Images whose score is NaN (a detector that could not fit them: residual-chi2) ar
 they are left out of the metrics and of test_scores.csv, recorded in metrics.json under
 ``not_scored`` (``n``, the first 50 data ``images`` indices and, for data with one file per
 image, their ``files``) and named in one warning line on stderr.
+
+A run trained with ``--input residual`` scores the residual maps of the smooth-lens fit: the
+evaluated images (only those) are fitted with the run's recorded transform
+(:mod:`darklens.fit.residual_input`) before its normaliser; an image the fit could not take
+is not scored, as above.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from darklens.data.formats import load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
 from darklens.evaluate.scoring import score_images
+from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
 from darklens.train.data import detection_split, fingerprint
@@ -60,6 +66,7 @@ def evaluation_indices(config: dict, data) -> tuple[np.ndarray, str]:
 def run(args: argparse.Namespace) -> int:
     config = read_run_config(args.run)
     detector = load_run(args.run)
+    transform = load_for_run(args.run, config)  # None: the run learned on raw images
     data = load_dataset(args.data)
     size = tuple(data.images.shape[1:])
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
@@ -67,13 +74,20 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: images are {size}, the run was trained on {want}")
     idx, which = evaluation_indices(config, data)
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
-    scores = score_images(detector, normaliser(data.images[idx]), args.batch_size, args.device)
+    images = data.images[idx]
+    if transform is not None:
+        images = transform(images, progress=sys.stderr.isatty())
+    scores = score_images(detector, normaliser(images), args.batch_size, args.device)
+    if transform is not None:
+        scores[~transform.fitted] = np.nan
     bad = np.isnan(scores)
     not_scored = not_scored_record(idx[bad], data) if bad.any() else None
     if bad.any():
         named = [f"{int(i)} ({_class(data, int(i))})" for i in idx[bad]]
+        why = "the smooth-lens fit of the residual input failed" if transform is not None \
+            else f"{config['detector']} could not fit them"
         print(f"darklens evaluate: warning: {int(bad.sum())} image(s) not scored "
-              f"({config['detector']} could not fit them), left out of the metrics: "
+              f"({why}), left out of the metrics: "
               f"{_listing(named)}", file=sys.stderr)
         idx, scores = idx[~bad], scores[~bad]
         if not len(idx):

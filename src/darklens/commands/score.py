@@ -5,6 +5,10 @@ class folders, HDF5 shards. Images are normalised as in training. Prints
 ``source,class,score,flag`` lines, or writes them to ``--csv``. ``flag`` is ``ok``, or
 ``not_fitted`` for an image the detector could not score (residual-chi2: the smooth-lens fit
 failed): its score is left empty, never ranked, and a warning on stderr names such images.
+
+A run trained with ``--input residual`` scores the residual maps of the smooth-lens fit: every
+image is fitted with the run's recorded transform (:mod:`darklens.fit.residual_input`) before
+its normaliser; an image the fit could not take is flagged ``not_fitted`` as above.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from darklens.data.dataset import Normaliser
 from darklens.data.formats import image_names, load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.scoring import score_images
+from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
 
@@ -40,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = read_run_config(args.run)
     detector = load_run(args.run)
+    transform = load_for_run(args.run, config)  # None: the run learned on raw images
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
     rows, not_scored = [], []
@@ -48,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
         if None not in want and tuple(data.images.shape[1:]) != want:
             raise DataError(f"{path}: images are {tuple(data.images.shape[1:])}, the run was "
                             f"trained on {want}")
-        scores = score_images(detector, normaliser(data.images), args.batch_size, args.device)
+        images = data.images
+        if transform is not None:
+            images = transform(images, progress=sys.stderr.isatty())
+        scores = score_images(detector, normaliser(images), args.batch_size, args.device)
+        if transform is not None:
+            scores[~transform.fitted] = np.nan
         for name, label, s in zip(image_names(data, path), data.labels, scores, strict=True):
             cls = data.class_names[label] if label >= 0 else ""
             if np.isnan(s):
@@ -62,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     w.writerows(rows)
     if not_scored:
         more = f" (+{len(not_scored) - MAX_NAMED} more)" if len(not_scored) > MAX_NAMED else ""
+        why = "the smooth-lens fit of the residual input failed" if transform is not None \
+            else f"{detector.name} could not fit them"
         print(f"darklens score: warning: {len(not_scored)} image(s) not scored "
-              f"({detector.name} could not fit them; empty score, flag {NOT_FITTED}): "
+              f"({why}; empty score, flag {NOT_FITTED}): "
               f"{', '.join(not_scored[:MAX_NAMED])}{more}", file=sys.stderr)
     if args.csv:
         write_text_atomic(args.csv, buf.getvalue())

@@ -12,6 +12,17 @@ The detector option ``augment`` then defaults to ``none``, as in the benchmark's
 rows (demo, one seed: ``noise`` on top gave the same AUROC, 0.974). The choice is recorded
 under ``views`` in config.json; scoring and evaluation use single images as always.
 
+``--input residual`` (any learned detector; not residual-chi2, which fits raw images itself):
+the detector learns on the normalised residual maps of the smooth-lens fit instead of the
+images (:mod:`darklens.fit.residual_input`). The fitter's initial-guess network is trained on
+simulations first (the data's preset for simulator data, else a generic prior of the
+instrument, ``--instrument``), the training and validation normals are fitted once, and the
+detector trains on their maps, clipped to +-20 sigma, with normalisation ``none`` by default
+(they are in noise units already). RUN/residual_input.pt holds the guess network and
+config.json's ``input`` the rest, so that ``darklens evaluate`` and ``darklens score`` apply the
+same transform. The fingerprint recorded is the original data's. Needs ``--data``; HDF5 shards
+are then loaded whole.
+
 Data-parallel: ``torchrun --standalone --nproc_per_node=N -m darklens.cli train ...`` trains
 with DDP (gloo on CPU, nccl on GPU); rank 0 writes the run directory.
 """
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -31,19 +43,28 @@ from torch.utils.data import DataLoader
 
 from darklens.data.dataset import NORMALISATIONS, ImageDataset
 from darklens.data.formats import load_dataset
+from darklens.data.lensdata import LensData
 from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
 from darklens.evaluate.scoring import score_images
 from darklens.fit.instrument import instrument_for_data
+from darklens.fit.residual_input import OPTION_KEYS, ResidualInput
 from darklens.models.base import create_detector, detector_class, list_detectors
 from darklens.models.persistence import save_run
 from darklens.train import distributed as dd
-from darklens.train.data import SimulatorStream, detection_data, fingerprint, simulator_views
+from darklens.train.data import (
+    SimulatorStream,
+    detection_data,
+    detection_split,
+    fingerprint,
+    simulator_views,
+)
 from darklens.train.loop import TrainConfig, fit
 from darklens.train.rng import seed_everything
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 VIEW_MODES = ("augment", "native")
+INPUTS = ("raw", "residual")
 DEFAULT_N_VIEWS = 4  # the benchmark's native-view rows (demo: AUROC 0.974 against 0.938)
 
 
@@ -62,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--config", help="JSON object (or a .json file): detector options and "
                    "training options, flat or as {\"detector\": {...}, \"train\": {...}}")
-    p.add_argument("--normalise", default="minmax", choices=NORMALISATIONS)
+    p.add_argument("--normalise", choices=NORMALISATIONS,
+                   help="image normalisation (default minmax; none with --input residual)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="normal images held out for `darklens evaluate`")
@@ -76,7 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="labelled anomalies used per anomaly class (default 10)")
     p.add_argument("--shard-cache-mb", type=float, default=DEFAULT_CACHE_MB,
                    help="HDF5 shards are streamed, not loaded: MiB of image blocks kept in "
-                   f"memory (default {DEFAULT_CACHE_MB:g}; per DataLoader worker)")
+                   f"memory (default {DEFAULT_CACHE_MB:g}; per DataLoader worker; with "
+                   "--input residual shards are loaded whole)")
     p.add_argument("--views", choices=VIEW_MODES, default="augment",
                    help="positive pairs of a view-based detector (infotheoretic): 'augment' "
                    "(two augmentations of each image, default) or 'native' (the same simulated "
@@ -90,7 +113,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for a detector that fits the smooth lens (residual-chi2): "
                    "pixel_scale=ARCSEC,psf_fwhm=ARCSEC|fit[,supersample=N][,noise=SIGMA]"
                    "[,lens_light=0|1]; default: the preset's own instrument for simulator data, "
-                   "else a 0.08 arcsec pixel and a PSF fitted per image")
+                   "else a 0.08 arcsec pixel and a PSF fitted per image; also the instrument "
+                   "of --input residual")
+    p.add_argument("--input", choices=INPUTS, default="raw",
+                   help="what the detector learns on: 'raw' images (default) or 'residual': "
+                   "the normalised residual maps (data - model) / sigma of the smooth-lens fit, "
+                   "clipped to +-20 sigma (needs --data; HDF5 shards are then loaded whole, "
+                   "not streamed); evaluate and score apply the same transform")
+    p.add_argument("--input-options", metavar="JSON",
+                   help="with --input residual: JSON object with guess_images (simulated "
+                   "lenses that train the fitter's initial guess, default 4000; 0: none), "
+                   "guess_epochs (default 8), clip (default 20) and fit_options (FitOptions "
+                   "fields, e.g. {\"iterations\": 10})")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -118,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise DarklensError(f"unknown detector {args.detector!r}; "
                             f"known: {', '.join(list_detectors())}")
     det_opts, train_opts = parse_config(args.config)
+    input_opts = input_options(args)
     views = view_options(args)
     if views["mode"] == "native":
         det_opts.setdefault("augment", "none")
@@ -126,19 +161,25 @@ def run(args: argparse.Namespace) -> int:
     if (out / "config.json").exists() and not args.resume:
         raise DarklensError(f"{out} already holds a finished run; use --resume or another --out")
 
+    residual = args.input == "residual"
+    normalise = args.normalise or ("none" if residual else "minmax")
     extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
     fit_val: Any = None  # what the loop validates on, when not the plain val_set
+    transform: ResidualInput | None = None
     if args.data:
-        # HDF5 shards are streamed (bounded memory); other formats are loaded whole.
+        # HDF5 shards are streamed (bounded memory); other formats are loaded whole, and so
+        # are shards for --input residual (its maps are computed once, in memory).
         data = ShardDataset.from_path(args.data, args.shard_cache_mb) \
-            if is_shard_path(args.data) else load_dataset(args.data)
-        det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
-                                  args.test_fraction, args.normalise)
-        train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
+            if is_shard_path(args.data) and not residual else load_dataset(args.data)
         size, channels = data.images.shape[-1], data.images.shape[1]
         extra["data"] = {"path": str(Path(args.data).resolve()), "n": len(data),
                          "fingerprint": fingerprint(data), "class_names": list(data.class_names),
                          "streamed": isinstance(data, ShardDataset)}
+        if residual:  # the fingerprint above stays the original data's
+            data, transform, extra["input"] = residual_data(args, data, int(size), input_opts)
+        det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
+                                  args.test_fraction, normalise)
+        train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
         extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
                           "test_fraction": args.test_fraction,
                           "n_train": len(det_data.split.train),
@@ -147,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         from darklens.data.dataset import Normaliser
         from darklens.simulate.simulator import simulate_dataset
 
-        normaliser = Normaliser.fit(args.normalise, None) if args.normalise != "standard" \
+        normaliser = Normaliser.fit(normalise, None) if normalise != "standard" \
             else None
         if normaliser is None:
             raise DarklensError("--normalise standard needs --data (it is fitted on images)")
@@ -182,9 +223,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(preset, dict):  # simulator data: its own prior trains the fit's guess
             det_opts.setdefault("prior", preset)
         det_opts.setdefault("seed", args.seed)
-    elif args.instrument:
+    elif args.instrument and not residual:
         raise DarklensError(f"--instrument: detector {args.detector} does not fit the smooth "
-                            "lens (use --detector residual-chi2)")
+                            "lens (use --detector residual-chi2, or --input residual)")
     seed_everything(args.seed)
     try:
         detector = create_detector(args.detector, image_size=int(size), in_channels=int(channels),
@@ -192,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise DarklensError(f"bad options for detector {args.detector}: {err}") from err
     if args.labelled_anomalies:
-        extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser)
+        extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser, transform)
     values = {k: v for k, v in detector.train_defaults.items() if k in TRAIN_KEYS}
     values.update(train_opts)
     cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
@@ -214,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
                        "stopped_early": result.stopped_early, "seconds": result.seconds}
     if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
         extra["diagnostics"] = detector.diagnostics()
+    if transform is not None:  # before config.json, which marks the run finished
+        extra["input"] = {**extra["input"], **transform.save(out)}
+    else:
+        extra["input"] = {"kind": "raw"}
     save_run(out, detector, normal_scores=val_scores, extra=extra)
     dd.shutdown()
     took = time.perf_counter() - start
@@ -222,6 +267,84 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {args.detector} for {result.epochs_run} epoch(s) in {took:.1f} s{best}; "
           f"run saved in {out}")
     return 0
+
+
+def input_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--input`` and ``--input-options``, checked before anything is loaded or trained."""
+    if args.input == "raw":
+        if args.input_options:
+            raise DarklensError("--input-options needs --input residual")
+        return {}
+    if not args.data:
+        raise DarklensError("--input residual needs --data: the residual maps are fitted once "
+                            "from images on disk, not from the simulator stream --preset")
+    if getattr(detector_class(args.detector), "uses_instrument", False):
+        raise DarklensError(f"--input residual: detector {args.detector} fits the smooth lens "
+                            "to the raw images itself; use --input raw (the default)")
+    if not args.input_options:
+        return {}
+    try:
+        opts = json.loads(args.input_options)
+    except json.JSONDecodeError as err:
+        raise DarklensError(f"--input-options: not valid JSON ({err})") from err
+    if not isinstance(opts, dict):
+        raise DarklensError("--input-options must be a JSON object")
+    unknown = set(opts) - set(OPTION_KEYS)
+    if unknown:
+        raise DarklensError(f"--input-options: unknown keys {sorted(unknown)}; "
+                            f"known: {', '.join(OPTION_KEYS)}")
+    if "fit_options" in opts and not isinstance(opts["fit_options"], dict):
+        raise DarklensError("--input-options: fit_options must be a JSON object")
+    for key in ("guess_images", "guess_epochs"):
+        if key in opts and (not isinstance(opts[key], int) or isinstance(opts[key], bool)):
+            raise DarklensError(f"--input-options: {key} must be an integer")
+    if "clip" in opts and not (isinstance(opts["clip"], (int, float)) and opts["clip"] > 0):
+        raise DarklensError("--input-options: clip must be a number > 0")
+    return opts
+
+
+def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str, Any]
+                  ) -> tuple[LensData, ResidualInput, dict[str, Any]]:
+    """``--input residual``: train the fitter's guess, fit the images training uses (the
+    normal training and validation images of the run's split; evaluate fits the test part),
+    and return data of the same length and labels whose images are their residual maps (NaN
+    for the images not fitted here: nothing reads them), the transform, and its record."""
+    channels = int(data.images.shape[1])
+    if channels != 1:
+        raise DarklensError(f"--input residual fits one-channel images; {args.data} has "
+                            f"{channels} channels")
+    inst = instrument_for_data(args.instrument, data, size)
+    preset = getattr(data, "attrs", {}).get("preset")
+    start = time.perf_counter()
+    transform = ResidualInput.prepare(
+        inst, preset if isinstance(preset, dict) else None, seed=args.seed,
+        guess_images=int(opts.get("guess_images", 4000)),
+        guess_epochs=int(opts.get("guess_epochs", 8)), options=opts.get("fit_options"),
+        clip=float(opts.get("clip", 20.0)))
+    guess_s = time.perf_counter() - start
+    split = detection_split(data, args.normal, args.seed, args.val_fraction, args.test_fraction)
+    normal_id = data.class_names.index(args.normal)
+    need = np.union1d(split.train, split.val[data.labels[split.val] == normal_id])
+    start = time.perf_counter()
+    maps = transform(data.images[need], progress=not args.no_progress)
+    fit_s = time.perf_counter() - start
+    not_fitted = int((~transform.fitted).sum())
+    images = np.full(data.images.shape, np.nan, dtype=np.float32)
+    images[need] = maps
+    guess = "no initial-guess network" if transform.guess is None else \
+        f"initial guess trained on {opts.get('guess_images', 4000)} simulated lenses " \
+        f"(prior {transform.record.get('prior')}) in {guess_s:.1f} s"
+    print(f"residual input ({inst.source} instrument, {guess}): fitted the smooth lens to "
+          f"{len(need)} of {len(data)} images (the training and validation normals) in "
+          f"{fit_s:.1f} s")
+    if not_fitted:
+        print(f"darklens train: warning: {not_fitted} training image(s) could not be fitted "
+              "(NaN or infinite pixels); their residual maps are zero", file=sys.stderr)
+    record = {"kind": "residual", "n_fitted": int(len(need)), "n_not_fitted": not_fitted,
+              "guess_seconds": guess_s, "fit_seconds": fit_s}
+    out = LensData(images=images, labels=np.asarray(data.labels), class_names=data.class_names,
+                   metadata={}, attrs=dict(getattr(data, "attrs", {})))
+    return out, transform, record
 
 
 def view_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,16 +366,20 @@ def view_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": "native", "n_views": n_views, "source": args.view_source or "same"}
 
 
-def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any) -> dict[str, Any]:
-    """Give a semi-supervised detector its labelled anomalies (normalised like the training set)."""
+def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any,
+                  transform: ResidualInput | None = None) -> dict[str, Any]:
+    """Give a semi-supervised detector its labelled anomalies (transformed and normalised like
+    the training set)."""
     if not hasattr(detector, "set_labelled_anomalies"):
         raise DarklensError(f"--labelled-anomalies: detector {args.detector} does not use "
                             "labelled anomalies (use --detector infotheoretic)")
     from darklens.models.infotheoretic import select_labelled
 
     data = load_dataset(args.labelled_anomalies)
-    picked = select_labelled(data, args.n_labelled, seed=args.seed, normal=args.normal)
-    detector.set_labelled_anomalies(torch.as_tensor(normaliser(picked.numpy())))
+    picked = select_labelled(data, args.n_labelled, seed=args.seed, normal=args.normal).numpy()
+    if transform is not None:
+        picked = transform(picked)
+    detector.set_labelled_anomalies(torch.as_tensor(normaliser(picked)))
     return {"path": str(Path(args.labelled_anomalies).resolve()),
             "n_per_class": args.n_labelled, "n": int(picked.shape[0])}
 
