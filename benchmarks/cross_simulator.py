@@ -563,6 +563,32 @@ def print_table(records: dict[str, dict[str, Any]]) -> None:
         print(f"| {det} | {' | '.join(cells)} | {rec['seconds']:.0f} | {rho} | {strong} |")
 
 
+def test_ceiling(data: Path) -> dict[str, dict[str, float]] | None:
+    """The oracles of darklens.evaluate.ceiling on the test split, from truth.csv."""
+    from darklens.evaluate.ceiling import ceiling_table
+
+    path = data / "truth.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    labels = np.array([CLASSES.index(r["class"]) for r in rows])
+    lam = np.array([float(r["substructure_chi2"] or "nan") for r in rows])
+    lam[labels == 0] = 0.0
+    return ceiling_table(labels, CLASSES, lam, N_PIX * N_PIX)
+
+
+def print_ceiling(ceiling: dict[str, dict[str, float]] | None) -> None:
+    """Two more rows: what the test images allow (see darklens.evaluate.ceiling)."""
+    if not ceiling:
+        return
+    for key, label in (("ceiling", "ceiling (matched filter)"),
+                       ("chi2_oracle", "chi2 oracle (true smooth lens)")):
+        row = ceiling[key]
+        cells = " | ".join(f"{row[k]:.3f}" if k in row else "-" for k in ("all", "cdm", "vortex"))
+        print(f"| {label} | {cells} | - | - | - |")
+
+
 def run_all(args: argparse.Namespace, argv: list[str]) -> int:
     data = Path(args.data)
     for sub in ("train", "test"):
@@ -580,6 +606,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
     manifest_path = data / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     start = time.perf_counter()
+    ceiling = test_ceiling(data)
 
     def write() -> None:
         payload = {
@@ -591,7 +618,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
             "data_manifest": None if manifest is None else
             {k: manifest.get(k) for k in ("seed", "counts", "lenstronomy", "summary")},
             "epochs": args.epochs, "extra": extra, "wall_seconds": time.perf_counter() - start,
-            "records": records,
+            "ceiling": ceiling, "records": records,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_text(out, json.dumps(payload, indent=2) + "\n")
@@ -606,6 +633,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
         write()
     write()
     print_table({d: records[d] for d in detectors if d in records})
+    print_ceiling(ceiling)
     print(f"wrote {out}")
     return 0 if all(records[d].get("status") == "ok" for d in detectors) else 1
 

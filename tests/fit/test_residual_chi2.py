@@ -51,3 +51,20 @@ def test_local_statistic_sees_a_clump_and_combined_keeps_both(fitted):
     assert _auroc(det, "combined", x["normal"], x["clump"]) > 0.9
     assert _auroc(det, "combined", x["normal"], x["heavier"]) > 0.9
     assert det.diagnostics()["calibration"]["n_converged"] == 40
+
+
+def test_perturber_statistic_sees_one_subhalo_on_the_ring():
+    preset = get_preset("demo", SMALL)
+    one = get_preset("demo", {**SMALL, "cdm_count": "1", "cdm_count_poisson": "false",
+                              "cdm_mass_min": "2e10", "cdm_mass_max": "2e10",
+                              "cdm_radius": "uniform:1.1:1.3"})
+    torch.manual_seed(0)
+    det = create_detector("residual-chi2", image_size=32, instrument=from_preset(preset).to_dict(),
+                          prior=preset.to_dict(), guess_images=600, guess_epochs=4,
+                          calibration_images=24, statistic="perturber", perturber_grid=10,
+                          fit_options={"iterations": 12})
+    det.fit_start([torch.as_tensor(simulate_dataset(preset, 24, 1, ("no_sub",)).images)])
+    normal = simulate_dataset(preset, 12, 2, ("no_sub",)).images
+    subhalo = simulate_dataset(one, 12, 3, ("cdm",)).images
+    assert _auroc(det, "perturber", normal, subhalo) > 0.85
+    assert det.stat_scale[3] != 1.0  # calibrated, since the statistic is in use

@@ -127,10 +127,11 @@ class SmoothRenderer:
     def n_components(self) -> int:
         return 2 if self.inst.lens_light else 1
 
-    def components(self, u: Tensor) -> Tensor:
-        """Unit-amplitude images (B, C, P) of the source (and lens light), PSF applied."""
+    def source_plane(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Physical parameters and the source-plane position (each (B, P_sub)) of every
+        (sub)pixel: where the smooth lens maps it."""
         p = to_physical(u, self.specs)
-        inst, x, y = self.inst, self.x, self.y
+        x, y = self.x, self.y
 
         def col(name: str) -> Tensor:
             return p[name].view(-1, 1)
@@ -140,27 +141,44 @@ class SmoothRenderer:
                                         col("lens_y"))
         sx, sy = physics.shear_deflection(x - col("lens_x"), y - col("lens_y"), col("gamma1"),
                                           col("gamma2"))
-        sq, sphi = axis_ratio_angle(col("source_e1"), col("source_e2"))
-        one = torch.ones_like(col("theta_e"))
-        images = [physics.sersic_profile(x - ax - sx, y - ay - sy, one, col("source_r_eff"),
-                                         col("source_n"), sq, sphi, col("source_x"),
-                                         col("source_y"))]
-        if inst.lens_light:
-            gq, gphi = axis_ratio_angle(col("light_e1"), col("light_e2"))
-            images.append(physics.sersic_profile(x, y, one, col("light_r_eff"), col("light_n"),
-                                                 gq, gphi, col("lens_x"), col("lens_y")))
-        b, m = u.shape[0], inst.n_pix * inst.supersample
-        stack = torch.stack(images, 1).reshape(b * len(images), m, m)
-        img = physics.downsample(stack, inst.supersample)
+        return p, x - ax - sx, y - ay - sy
+
+    def source_light(self, p: dict[str, Tensor], bx: Tensor, by: Tensor) -> Tensor:
+        """Unit-amplitude source surface brightness at source-plane positions (B, P_sub)."""
+        sq, sphi = axis_ratio_angle(p["source_e1"].view(-1, 1), p["source_e2"].view(-1, 1))
+        return physics.sersic_profile(bx, by, torch.ones_like(bx[:, :1]),
+                                      p["source_r_eff"].view(-1, 1), p["source_n"].view(-1, 1),
+                                      sq, sphi, p["source_x"].view(-1, 1),
+                                      p["source_y"].view(-1, 1))
+
+    def components(self, u: Tensor) -> Tensor:
+        """Unit-amplitude images (B, C, P) of the source (and lens light), PSF applied."""
+        p, bx, by = self.source_plane(u)
+        images = [self.source_light(p, bx, by)]
+        if self.inst.lens_light:
+            gq, gphi = axis_ratio_angle(p["light_e1"].view(-1, 1), p["light_e2"].view(-1, 1))
+            one = torch.ones_like(bx[:, :1])
+            images.append(physics.sersic_profile(
+                self.x, self.y, one, p["light_r_eff"].view(-1, 1), p["light_n"].view(-1, 1),
+                gq, gphi, p["lens_x"].view(-1, 1), p["lens_y"].view(-1, 1)))
+        return self.observe(torch.stack(images, 1), p)
+
+    def observe(self, sub_images: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """(B, C, P_sub) surface brightness at the (sub)pixels -> (B, C, P) pixel images:
+        averaged over each pixel's samples, then the PSF of each image."""
+        inst = self.inst
+        b, c = sub_images.shape[:2]
+        m = inst.n_pix * inst.supersample
+        img = physics.downsample(sub_images.reshape(b * c, m, m), inst.supersample)
         fwhm = p["psf_fwhm"] if inst.psf_fwhm is None else None
         if fwhm is not None or inst.psf_fwhm:
             if fwhm is None:
-                fwhm = torch.full((b,), float(inst.psf_fwhm), dtype=u.dtype)
+                fwhm = torch.full((b,), float(inst.psf_fwhm), dtype=sub_images.dtype)
             sigma = physics.fwhm_to_sigma(fwhm) / inst.pixel_scale
             taps = physics.gaussian_kernel_1d(sigma, self.radius, self.dtype)
-            taps = taps.repeat_interleave(len(images), 0)
+            taps = taps.repeat_interleave(c, 0)
             img = physics.convolve_separable(img, taps, taps)
-        return img.reshape(b, len(images), inst.n_pix * inst.n_pix)
+        return img.reshape(b, c, inst.n_pix * inst.n_pix)
 
 
 def solve_linear(components: Tensor, data: Tensor, weights: Tensor,

@@ -13,8 +13,12 @@ the normalised residual map ``(data - model) / sigma`` to one number per image:
   asymmetry (shear, ellipticity). It can only work where the normal lenses form a population
   narrower than that drag (DeepLense's fixed-lens designs); on lenses as varied as the sky's
   it carries little;
-- ``"combined"`` (default): the larger of the two, each as a robust z-score against training
-  normals (median and MAD);
+- ``"perturber"``: the linearised likelihood-ratio test for one more point mass on top of the
+  smooth fit, maximised over a ``perturber_grid`` x ``perturber_grid`` grid of positions
+  (:mod:`darklens.fit.perturber`);
+- ``"combined"`` (default): the largest of the statistics named in ``combine`` (default
+  ``local`` and ``params``), each as a robust z-score against training normals (median and
+  MAD);
 - ``"chi2"``: the reduced chi-square of the whole image (weak: background pixels dilute it).
 
 ``fit_start`` fits up to ``calibration_images`` training normals: the parameter distribution
@@ -44,14 +48,15 @@ from sklearn.covariance import LedoitWolf
 from torch import Tensor
 
 from darklens.fit.amortised import InitialGuessNet, generic_prior, train_initial_guess
-from darklens.fit.fitter import FitOptions, SmoothFit, fit_smooth_lens
+from darklens.fit.fitter import FitOptions, SmoothFit, SmoothLensFitter, fit_smooth_lens
 from darklens.fit.instrument import Instrument
+from darklens.fit.perturber import perturber_statistic
 from darklens.fit.smooth_model import parameter_specs
 from darklens.models.base import Detector, register_detector
 from darklens.simulate.presets import from_dict as preset_from_dict
 
-STATISTICS = ("combined", "local", "params", "chi2")
-STAT_KEYS = ("chi2", "local", "params")
+STATISTICS = ("combined", "local", "params", "perturber", "chi2")
+STAT_KEYS = ("chi2", "local", "params", "perturber")
 # the macro lens: what substructure drags away from the normals' population when it is fitted
 LENS_PARAMETERS = ("theta_e", "lens_x", "lens_y", "lens_e1", "lens_e2", "gamma1", "gamma2")
 GUESSES = ("network", "moments")
@@ -80,11 +85,15 @@ class ResidualChi2(Detector):
                  window: int = 4, calibration_images: int = 200, guess: str = "network",
                  guess_images: int = 4000, guess_epochs: int = 8,
                  prior: dict[str, Any] | None = None, seed: int = 0,
-                 fit_options: dict[str, Any] | None = None):
+                 combine: tuple[str, ...] | list[str] = ("local", "params"),
+                 perturber_grid: int = 16, fit_options: dict[str, Any] | None = None):
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, not {statistic!r}")
         if in_channels != 1:
             raise ValueError("residual-chi2 fits one-channel images")
+        combine = list(combine)
+        if not combine or set(combine) - set(STAT_KEYS):
+            raise ValueError(f"combine must name some of {STAT_KEYS}, not {combine!r}")
         if guess not in GUESSES:
             raise ValueError(f"guess must be one of {GUESSES}, not {guess!r}")
         inst = Instrument.from_dict(instrument) if instrument else Instrument(n_pix=image_size)
@@ -94,7 +103,8 @@ class ResidualChi2(Detector):
                          instrument=inst.to_dict(), statistic=statistic, window=window,
                          calibration_images=calibration_images, guess=guess,
                          guess_images=guess_images, guess_epochs=guess_epochs, prior=prior,
-                         seed=seed, fit_options=fit_options or {})
+                         seed=seed, combine=combine, perturber_grid=perturber_grid,
+                         fit_options=fit_options or {})
         self.instrument = inst
         defaults = {"moment_starts": 1} if guess == "network" else {}
         self.fit_options = FitOptions(**{**defaults, **(fit_options or {})})
@@ -149,7 +159,8 @@ class ResidualChi2(Detector):
                 break
         if not parts:
             raise ValueError("residual-chi2 needs normal images to calibrate its statistics")
-        fit = self.fit_residuals(torch.cat(parts))
+        calibration = torch.cat(parts)
+        fit = self.fit_residuals(calibration)
         ok = fit.converged
         self.report["calibration"] = {"n": int(len(fit)), "n_converged": int(ok.sum()),
                                       "median_chi2_red": float(np.median(fit.chi2_red[ok]))
@@ -164,15 +175,26 @@ class ResidualChi2(Detector):
         lw = LedoitWolf().fit(fit.u[first][:, self.lens_columns].astype(np.float64))
         self.param_mean = torch.as_tensor(lw.location_, dtype=torch.float64)
         self.param_precision = torch.as_tensor(lw.precision_, dtype=torch.float64)
-        stats = self._statistics(fit)
+        stats = self._statistics(fit, calibration, self._needs_perturber())
         for i, key in enumerate(STAT_KEYS):
             v = stats[key][second]
             med = float(np.median(v))
             self.stat_median[i] = med
             self.stat_scale[i] = max(1.4826 * float(np.median(np.abs(v - med))), 1e-12)
 
-    def _statistics(self, fit: SmoothFit) -> dict[str, np.ndarray]:
+    def _needs_perturber(self) -> bool:
+        cfg = self.config
+        return cfg["statistic"] == "perturber" or (
+            cfg["statistic"] == "combined" and "perturber" in cfg["combine"])
+
+    def _statistics(self, fit: SmoothFit, images: Tensor | np.ndarray,
+                    perturber: bool) -> dict[str, np.ndarray]:
         stats = residual_statistics(fit, self.config["window"])
+        stats["perturber"] = np.zeros(len(fit))
+        if perturber:
+            fitter = SmoothLensFitter(self.instrument, self.fit_options)
+            stats["perturber"] = perturber_statistic(fitter, images, fit,
+                                                     self.config["perturber_grid"])["t2"]
         d = torch.as_tensor(fit.u[:, self.lens_columns], dtype=torch.float64) - self.param_mean
         stats["params"] = torch.einsum("ij,jk,ik->i", d, self.param_precision, d).numpy()
         return stats
@@ -195,11 +217,12 @@ class ResidualChi2(Detector):
     def score(self, images: Tensor) -> Tensor:
         fit = self.fit_residuals(images.cpu())
         self.last_fit = fit
-        stats = self._statistics(fit)
+        stats = self._statistics(fit, images.cpu(), self._needs_perturber())
         statistic = self.config["statistic"]
         if statistic == "combined":
             med, scale = self.stat_median.numpy(), self.stat_scale.numpy()
-            z = [(stats[k] - med[i]) / scale[i] for i, k in enumerate(STAT_KEYS) if k != "chi2"]
+            z = [(stats[k] - med[i]) / scale[i] for i, k in enumerate(STAT_KEYS)
+                 if k in self.config["combine"]]
             s = np.maximum.reduce(z)
         else:
             s = stats[statistic]

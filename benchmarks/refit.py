@@ -1,0 +1,242 @@
+"""Refit-then-detect benchmark: the smooth-lens fitter's own targets, and detection with ceilings.
+
+Two parts, each printing a table and writing JSON:
+
+``fitter``: on ``no_sub`` images of each preset (and, with ``--xsim DIR``, of the
+lenstronomy-made set of ``benchmarks/cross_simulator.py``), trains the initial-guess network,
+fits every image on ``--threads`` threads and reports fitted images/s (per thread), the median
+reduced chi-square and how often the fitted Einstein radius is within 1% of the truth::
+
+    python benchmarks/refit.py fitter --presets demo,model-a64 --n 200 --threads 1 \\
+        --xsim runs/xsim --out benchmarks/results/refit-fitter.json
+
+``detect``: simulates a training set of normals and a labelled test set with ``darklens
+simulate``, then runs each detector exactly as a user would (``darklens train --data``,
+``darklens evaluate``), and puts beside every AUROC the two oracles of
+:mod:`darklens.evaluate.ceiling` (the matched-filter ceiling and the whole-image chi-square
+oracle that knows the true smooth lens), computed from the test images' ``substructure_chi2``::
+
+    python benchmarks/refit.py detect --preset model-a64 --n-train 300 --n-test 300 \\
+        --detectors residual-chi2,knn --out benchmarks/results/refit-model-a64.json
+
+``model-a64`` is ``model-a`` at 64x64 over the same 7.5 arcsec field (as in
+``benchmarks/infotheoretic.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DARKLENS = [sys.executable, "-m", "darklens.cli"]
+PRESET_SETS = {"model-a64": ["n_pix=64", f"pixel_scale={0.05 * 150 / 64}"]}
+
+
+def preset_for(name: str):
+    from darklens.simulate.presets import get_preset
+
+    if name in PRESET_SETS:
+        base = "model-a" if name == "model-a64" else name
+        return get_preset(base, dict(s.split("=") for s in PRESET_SETS[name]))
+    return get_preset(name)
+
+
+def machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "commit": commit,
+            "load_average": os.getloadavg()}
+
+
+def write_json(path: str, obj: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name("." + out.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(out)
+
+
+# -- the fitter's targets ---------------------------------------------------------------------
+def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, prior,
+                threads: int, guess_images: int, seed: int) -> dict:
+    import torch
+
+    from darklens.fit.amortised import train_initial_guess
+    from darklens.fit.fitter import FitOptions, fit_smooth_lens
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    net, errors = train_initial_guess(inst, prior, guess_images, 8, seed=seed)
+    t_guess = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = fit_smooth_lens(images, inst, FitOptions(moment_starts=1), guess=net)
+    seconds = time.perf_counter() - t0
+    rel = np.abs(fit.params["theta_e"] / theta_true - 1)
+    return {"data": name, "n": len(fit), "threads": threads, "fit_seconds": seconds,
+            "images_per_s_per_thread": len(fit) / seconds / threads,
+            "guess_training_seconds": t_guess, "guess_prior": prior.name,
+            "median_chi2_red": float(np.median(fit.chi2_red)),
+            "p90_chi2_red": float(np.percentile(fit.chi2_red, 90)),
+            "theta_e_within_1pct": float(np.mean(rel < 0.01)),
+            "theta_e_median_rel_error": float(np.median(rel)),
+            "n_converged": int(fit.converged.sum()), "instrument": inst.to_dict(),
+            "guess_validation_mae": errors}
+
+
+def run_fitter(args: argparse.Namespace) -> int:
+    from darklens.fit.amortised import generic_prior
+    from darklens.fit.instrument import Instrument, from_preset
+    from darklens.simulate.simulator import simulate_dataset
+
+    rows = []
+    for name in [p for p in args.presets.split(",") if p]:
+        preset = preset_for(name)
+        data = simulate_dataset(preset, args.n, seed=args.seed + 7, classes=("no_sub",))
+        rows.append(_fit_report(name, data.images, data.metadata["theta_e"],
+                                from_preset(preset), preset, args.threads, args.guess_images,
+                                args.seed))
+        print(json.dumps({k: rows[-1][k] for k in ("data", "images_per_s_per_thread",
+                                                      "median_chi2_red")}))
+    if args.xsim:
+        images, theta = _xsim_normals(Path(args.xsim), args.n)
+        inst = Instrument(n_pix=images.shape[-1], pixel_scale=args.xsim_pixel_scale)
+        rows.append(_fit_report("cross-simulator", images, theta, inst, generic_prior(inst),
+                                args.threads, args.guess_images, args.seed))
+    _fitter_table(rows)
+    write_json(args.out, {"benchmark": "refit fitter", "command": " ".join(sys.argv),
+                          "machine": machine(), "rows": rows})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _xsim_normals(root: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test no_sub images of a cross_simulator set and their true Einstein radii."""
+    import csv
+
+    from darklens.data.formats import load_dataset
+
+    data = load_dataset(root / "test").of_class("no_sub")
+    truth = {r["file"]: float(r["theta_E"]) for r in csv.DictReader(open(root / "truth.csv"))
+             if r["split"] == "test" and r["class"] == "no_sub"}
+    files = [str(Path(f).relative_to(root)) if Path(f).is_absolute() else f
+             for f in data.attrs["files"]]
+    theta = np.array([truth[_match(f, truth)] for f in files])
+    return data.images[:n], theta[:n]
+
+
+def _match(name: str, truth: dict) -> str:
+    for key in truth:
+        if name.endswith(key) or key.endswith(Path(name).name):
+            return key
+    raise KeyError(name)
+
+
+def _fitter_table(rows: list[dict]) -> None:
+    print("| data | images/s per thread | median chi2_red | p90 | theta_E within 1% | "
+          "median theta_E error | converged |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['data']} | {r['images_per_s_per_thread']:.2f} | "
+              f"{r['median_chi2_red']:.3f} | {r['p90_chi2_red']:.3f} | "
+              f"{r['theta_e_within_1pct']:.2f} | {r['theta_e_median_rel_error']:.4f} | "
+              f"{r['n_converged']}/{r['n']} |")
+
+
+# -- detection --------------------------------------------------------------------------------
+def _cli(argv: list[str]) -> float:
+    print("$ darklens " + " ".join(argv), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(DARKLENS + argv, check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from darklens.data.formats import load_dataset
+    from darklens.evaluate.ceiling import ceiling_table
+
+    root = Path(args.work) / args.preset
+    base = "model-a" if args.preset == "model-a64" else args.preset
+    sets = [x for s in PRESET_SETS.get(args.preset, []) for x in ("--set", s)]
+    train, test = root / "train", root / "test"
+    t_sim = _cli(["simulate", "--preset", base, "--n-per-class", str(args.n_train),
+                  "--classes", "no_sub", "--out", str(train), "--seed", str(args.seed), *sets])
+    t_sim += _cli(["simulate", "--preset", base, "--n-per-class", str(args.n_test),
+                   "--out", str(test), "--seed", str(args.seed + 1000), *sets])
+    data = load_dataset(test)
+    ceiling = ceiling_table(data.labels, data.class_names,
+                            data.metadata["substructure_chi2"], data.images[0, 0].size)
+    result = {"benchmark": "refit detect", "preset": args.preset, "command": " ".join(sys.argv),
+              "machine": machine(), "n_train": args.n_train, "n_test_per_class": args.n_test,
+              "simulate_seconds": t_sim, "ceiling": ceiling, "detectors": {}}
+    for name in [d for d in args.detectors.split(",") if d]:
+        run = root / "runs" / name
+        extra = ["--config", args.config] if args.config and name == "residual-chi2" else []
+        t_train = _cli(["train", "--detector", name, "--data", str(train), "--out", str(run),
+                        "--test-fraction", "0", "--no-progress", "--seed", str(args.seed),
+                        *(["--epochs", str(args.epochs)] if args.epochs else []), *extra])
+        t_eval = _cli(["evaluate", str(run), "--data", str(test)])
+        metrics = json.loads((run / "metrics.json").read_text())
+        result["detectors"][name] = {"auroc": metrics["auroc"], "train_seconds": t_train,
+                                     "evaluate_seconds": t_eval,
+                                     "not_scored": metrics.get("not_scored")}
+        write_json(args.out, result)
+    _detect_table(result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _detect_table(result: dict) -> None:
+    c, o = result["ceiling"]["ceiling"], result["ceiling"]["chi2_oracle"]
+    print(f"\n{result['preset']}: AUROC all / cdm / vortex")
+    print("| detector | all | cdm | vortex | train + evaluate s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in result["detectors"].items():
+        a = r["auroc"]
+        print(f"| {name} | {a['all']:.3f} | {a['cdm']:.3f} | {a['vortex']:.3f} | "
+              f"{r['train_seconds'] + r['evaluate_seconds']:.0f} |")
+    print(f"| ceiling (matched filter) | {c['all']:.3f} | {c['cdm']:.3f} | {c['vortex']:.3f} | |")
+    print(f"| chi2 oracle (true smooth lens) | {o['all']:.3f} | {o['cdm']:.3f} | "
+          f"{o['vortex']:.3f} | |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    f = sub.add_parser("fitter", help="the fitter's speed and accuracy on normal lenses")
+    f.add_argument("--presets", default="demo,model-a64")
+    f.add_argument("--n", type=int, default=200)
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--guess-images", type=int, default=4000)
+    f.add_argument("--xsim", help="a benchmarks/cross_simulator.py data set folder")
+    f.add_argument("--xsim-pixel-scale", type=float, default=0.08)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", default="benchmarks/results/refit-fitter.json")
+    f.set_defaults(func=run_fitter)
+    d = sub.add_parser("detect", help="detectors through the CLI, with ceilings")
+    d.add_argument("--preset", default="model-a64")
+    d.add_argument("--n-train", type=int, default=300)
+    d.add_argument("--n-test", type=int, default=300)
+    d.add_argument("--detectors", default="residual-chi2")
+    d.add_argument("--epochs", type=int)
+    d.add_argument("--config", help="--config for residual-chi2's darklens train")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--work", default="runs/refit")
+    d.add_argument("--out", required=True)
+    d.set_defaults(func=run_detect)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
