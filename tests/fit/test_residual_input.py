@@ -32,10 +32,10 @@ FAST = ["--detector", "knn", "--config", '{"k": 2}', "--epochs", "1", "--no-prog
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """8 simulated lenses per class (32x32), one shard per class as `darklens simulate` lays
+    """6 simulated lenses per class (32x32), one shard per class as `darklens simulate` lays
     them out; the shards carry their preset."""
     root = tmp_path_factory.mktemp("lenses")
-    data = simulate_dataset(get_preset("demo", SMALL), 8, seed=0)
+    data = simulate_dataset(get_preset("demo", SMALL), 6, seed=0)
     for name in data.class_names:
         write_shard(root / name / "shard-00000.h5", data.of_class(name))
     return root
@@ -137,3 +137,21 @@ def test_a_corrupt_residual_input_file_fails_evaluate_in_one_line(shards, residu
     assert main(["score", str(run), str(shards)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and FILE in err[0] and "missing" in err[0]
+
+
+def test_unfittable_images_get_zero_maps_and_a_run_without_guess_needs_no_file(tmp_path):
+    preset = get_preset("demo", SMALL)
+    images = simulate_dataset(preset, 2, seed=3, classes=("no_sub",)).images.copy()
+    images[1, 0, 5, 5] = np.nan
+    from darklens.fit.instrument import from_preset
+
+    transform = ResidualInput.prepare(from_preset(preset), None, guess_images=0, clip=3.0,
+                                      options=INPUT_OPTIONS["fit_options"])
+    maps = transform(images)
+    assert transform.guess is None and transform.options.moment_starts == 4
+    assert transform.fitted.tolist() == [True, False]
+    assert np.all(maps[1] == 0) and np.abs(maps[0]).max() <= 3.0 and maps[0].std() > 0.5
+    info = transform.save(tmp_path)
+    assert "file" not in info and list(tmp_path.iterdir()) == []
+    again = ResidualInput.load(tmp_path, json.loads(json.dumps(info)))
+    np.testing.assert_array_equal(again(images), maps)

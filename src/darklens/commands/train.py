@@ -313,6 +313,10 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
     if channels != 1:
         raise DarklensError(f"--input residual fits one-channel images; {args.data} has "
                             f"{channels} channels")
+    # the split first: a bad --normal fails before minutes of training
+    split = detection_split(data, args.normal, args.seed, args.val_fraction, args.test_fraction)
+    normal_id = data.class_names.index(args.normal)
+    need = np.union1d(split.train, split.val[data.labels[split.val] == normal_id])
     inst = instrument_for_data(args.instrument, data, size)
     preset = getattr(data, "attrs", {}).get("preset")
     start = time.perf_counter()
@@ -322,9 +326,6 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
         guess_epochs=int(opts.get("guess_epochs", 8)), options=opts.get("fit_options"),
         clip=float(opts.get("clip", 20.0)))
     guess_s = time.perf_counter() - start
-    split = detection_split(data, args.normal, args.seed, args.val_fraction, args.test_fraction)
-    normal_id = data.class_names.index(args.normal)
-    need = np.union1d(split.train, split.val[data.labels[split.val] == normal_id])
     start = time.perf_counter()
     maps = transform(data.images[need], progress=not args.no_progress)
     fit_s = time.perf_counter() - start
