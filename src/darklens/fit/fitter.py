@@ -65,6 +65,7 @@ class SmoothLensFitter:
         self.renderer = SmoothRenderer(inst)  # the instrument's own sampling: final stage
         self.coarse = SmoothRenderer(replace(inst, supersample=1)) \
             if inst.supersample > 1 else self.renderer
+        self._active = self.renderer  # the renderer residuals use; fit_batch switches it
 
     # -- residuals and Jacobian ---------------------------------------------------------------
     def _weighted_residual(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> Tensor:

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from darklens.fit.fitter import SmoothFit, SmoothLensFitter
-from darklens.fit.smooth_model import solve_linear
 
 
 def position_grid(extent: float, n: int) -> tuple[Tensor, Tensor]:
@@ -52,7 +51,6 @@ def perturber_statistic(fitter: SmoothLensFitter, images: np.ndarray | Tensor,
     floor = (0.5 * inst.pixel_scale) ** 2
     t2_out = np.zeros(len(fit))
     where = np.full((len(fit), 2), np.nan)
-    fitter._active = renderer
     for i in range(len(fit)):
         if not fit.converged[i]:
             continue
@@ -65,7 +63,6 @@ def perturber_statistic(fitter: SmoothLensFitter, images: np.ndarray | Tensor,
         sqrt_w = var.rsqrt()
         r_w, jac = fitter._residual_and_jacobian(u, data, sqrt_w)  # (1, P), (1, P, K)
         comps = renderer.components(u)  # (1, C, P)
-        coef, _ = solve_linear(comps, data, sqrt_w * sqrt_w)
         design = torch.cat([jac[0], (sqrt_w * comps[0]).T, sqrt_w.T], 1)  # (P, K + C + 1)
         q, _ = torch.linalg.qr(design.double())
         # gradient of the lensed source at every (sub)pixel
@@ -77,7 +74,7 @@ def perturber_statistic(fitter: SmoothLensFitter, images: np.ndarray | Tensor,
         dx = renderer.x - px.view(-1, 1)  # (T, P_sub)
         dy = renderer.y - py.view(-1, 1)
         r2 = (dx * dx + dy * dy).clamp_min(floor)
-        sub = -(gx * dx + gy * dy) / r2 * float(coef[0, 0])
+        sub = -(gx * dx + gy * dy) / r2  # t^2 does not depend on the template's scale
         templates = renderer.observe(sub.unsqueeze(0), p)[0]  # (T, P)
         tw = (templates * sqrt_w).double()
         num = (tw @ r_w[0].double()) ** 2
