@@ -165,7 +165,7 @@ class ResidualInput:
     def load(cls, run_dir: str | os.PathLike, info: dict[str, Any]) -> ResidualInput:
         """The transform recorded in ``info`` (config.json's ``input``) and ``run_dir``;
         ``CheckpointError`` when the record or the weights cannot be used."""
-        from darklens.models.safe_load import load_state_into
+        from darklens.safe_load import load_state_into
 
         where = Path(run_dir) / "config.json"
         try:

@@ -23,7 +23,7 @@ from darklens import __version__
 from darklens.errors import CheckpointError
 from darklens.io import atomic_path, read_json_object, write_json_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
-from darklens.models.safe_load import load_state_into
+from darklens.safe_load import load_state_into
 
 CONFIG = "config.json"
 WEIGHTS = "weights.pt"

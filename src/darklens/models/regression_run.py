@@ -30,7 +30,7 @@ from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
 from darklens.io import read_json_object
 from darklens.models.regressor import Regressor, predict_ensemble
-from darklens.models.safe_load import load_state_into
+from darklens.safe_load import load_state_into
 
 RUN_JSON = "regression.json"
 SPLIT_JSON = "split.json"

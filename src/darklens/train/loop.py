@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
 from darklens.models.base import Detector
-from darklens.models.safe_load import safe_torch_load
 from darklens.options import dataclass_from_dict
+from darklens.safe_load import safe_torch_load
 from darklens.train import distributed as dd
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
 
