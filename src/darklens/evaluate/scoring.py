@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from darklens.device import resolve_device
 from darklens.models.base import Detector
-from darklens.train.loop import resolve_device
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 from tqdm.auto import tqdm
 
+from darklens.device import resolve_device
 from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
 from darklens.models.base import Detector
@@ -111,13 +112,6 @@ class _Images:
 
 def _images_of(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda if available, else cpu; other names as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], lr: float,
