@@ -15,11 +15,11 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from darklens.evaluate.population import (
-    TrainingPrior,
     infer_population_mean,
     infer_shared_value,
     lens_log_evidence,
 )
+from darklens.models.training_prior import TrainingPrior
 
 M0, S0 = 0.0, 1.0  # Gaussian training prior
 PRIOR = TrainingPrior.gaussian(M0, S0)

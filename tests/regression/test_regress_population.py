@@ -12,15 +12,14 @@ from scipy.stats import norm
 from darklens.cli import main
 from darklens.data.formats import load_dataset
 from darklens.evaluate.population import (
-    TrainingPrior,
     infer_population_mean,
     infer_shared_value,
     lens_log_evidence,
     summed_log_evidence,
 )
 from darklens.evaluate.run_population import prior_std, uninformative_warning
-from darklens.evaluate.training_prior import describe_training_prior, parse_prior
 from darklens.models.regression_run import load_regression_run, predict_images
+from darklens.models.training_prior import TrainingPrior, describe_training_prior, parse_prior
 
 TARGET = "log10_axion_mass"
 SMALL = ["--set", "n_pix=32", "--set", "supersample=1"]

@@ -31,7 +31,6 @@ from darklens.data.formats import load_dataset
 from darklens.errors import DarklensError
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import MODELS, population_of_run
-from darklens.evaluate.training_prior import parse_prior
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.regression_run import (
     data_fingerprint,
@@ -40,6 +39,7 @@ from darklens.models.regression_run import (
     read_split,
 )
 from darklens.models.regressor import ARCHS
+from darklens.models.training_prior import parse_prior
 from darklens.report.regression_figures import regression_figures
 from darklens.train.regression import RegressionConfig, regression_subset, train_regression
 

@@ -17,10 +17,11 @@ towards its centre. Two population models:
   population with intrinsic scatter tau): posterior on m, with tau known or marginalised over
   a grid (flat hyper-prior).
 
-Training priors (``TrainingPrior``): uniform on [low, high] and Gaussian have closed forms; any
-other (``TrainingPrior.from_samples``: a histogram of the training targets) is integrated on a
-grid. The hyper-prior p(lambda) is flat over the grid. The posterior is evaluated on a grid
-(refined around its mass), from which mean, std and central 68%/95% intervals are read.
+Training priors (``TrainingPrior``, in ``darklens.models.training_prior``): uniform on
+[low, high] and Gaussian have closed forms; any other (``TrainingPrior.from_samples``: a
+histogram of the training targets) is integrated on a grid. The hyper-prior p(lambda) is flat
+over the grid. The posterior is evaluated on a grid (refined around its mass), from which
+mean, std and central 68%/95% intervals are read.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_ndtr, logsumexp  # scipy comes with scikit-learn
+
+from darklens.models.training_prior import TrainingPrior
 
 LOG_2PI = math.log(2 * math.pi)
 #: Largest intermediate array (elements) built at once: lenses and points go in blocks.
@@ -48,97 +51,6 @@ def _log_phi_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lo = np.where(upper, log_ndtr(-b), log_ndtr(a))
     with np.errstate(divide="ignore", invalid="ignore"):
         return hi + np.log1p(-np.exp(np.minimum(lo - hi, 0.0)))
-
-
-@dataclass(frozen=True)
-class TrainingPrior:
-    """The distribution the training targets were drawn from: p_train(y).
-
-    ``kind``: ``"uniform"`` (``low``, ``high``), ``"gaussian"`` (``mean``, ``std``) or
-    ``"histogram"`` (``edges``, ``density``; see ``from_samples``).
-    """
-
-    kind: str
-    low: float = -math.inf
-    high: float = math.inf
-    mean: float = 0.0
-    std: float = 1.0
-    edges: tuple[float, ...] = ()
-    density: tuple[float, ...] = ()
-
-    @classmethod
-    def uniform(cls, low: float, high: float) -> TrainingPrior:
-        if not high > low:
-            raise ValueError("a uniform prior needs high > low")
-        return cls("uniform", low=float(low), high=float(high))
-
-    @classmethod
-    def gaussian(cls, mean: float, std: float) -> TrainingPrior:
-        if not std > 0:
-            raise ValueError("a Gaussian prior needs std > 0")
-        return cls("gaussian", mean=float(mean), std=float(std))
-
-    @classmethod
-    def from_samples(cls, values: np.ndarray, bins: int = 40) -> TrainingPrior:
-        """A histogram density of the training targets (empty bins get a small floor).
-
-        Its log density is interpolated linearly between bin centres: the posterior of N lenses
-        divides by p_train N times, so steps at bin edges would be amplified N-fold. Its
-        sampling noise is amplified too: prefer ``uniform``/``gaussian`` when the training
-        prior is known."""
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if v.size < 2 or np.ptp(v) == 0:
-            raise ValueError("need at least two distinct training values for a histogram prior")
-        density, edges = np.histogram(v, bins=bins, density=True)
-        density = np.maximum(density, 1e-3 * density.max())
-        density = density / np.sum(density * np.diff(edges))
-        return cls("histogram", low=float(edges[0]), high=float(edges[-1]),
-                   edges=tuple(edges.tolist()), density=tuple(density.tolist()))
-
-    def to_dict(self) -> dict:
-        """JSON-able form (only the fields of its kind); ``from_dict`` reads it back."""
-        if self.kind == "uniform":
-            return {"kind": "uniform", "low": self.low, "high": self.high}
-        if self.kind == "gaussian":
-            return {"kind": "gaussian", "mean": self.mean, "std": self.std}
-        return {"kind": self.kind, "edges": list(self.edges), "density": list(self.density)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainingPrior:
-        """The prior written by ``to_dict``; ValueError if it is not one."""
-        try:
-            kind = d["kind"]
-            if kind == "uniform":
-                return cls.uniform(d["low"], d["high"])
-            if kind == "gaussian":
-                return cls.gaussian(d["mean"], d["std"])
-            if kind == "histogram":
-                edges = tuple(float(v) for v in d["edges"])
-                density = tuple(float(v) for v in d["density"])
-                if len(edges) != len(density) + 1 or len(density) < 1 or \
-                        not all(b > a for a, b in zip(edges, edges[1:], strict=False)) or \
-                        not all(v > 0 for v in density):
-                    raise ValueError("bad histogram")
-                return cls("histogram", low=edges[0], high=edges[-1], edges=edges,
-                           density=density)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"not a training prior: {err}") from None
-        raise ValueError(f"unknown training prior kind {kind!r}")
-
-    def logpdf(self, y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float64)
-        if self.kind == "gaussian":
-            return _log_normal(y, self.mean, self.std**2)
-        inside = (y >= self.low) & (y <= self.high)
-        if self.kind == "uniform":
-            val = np.full(y.shape, -math.log(self.high - self.low))
-        elif self.kind == "histogram":  # log density linear between bin centres
-            edges, dens = np.asarray(self.edges), np.asarray(self.density)
-            val = np.interp(y, 0.5 * (edges[1:] + edges[:-1]), np.log(dens))
-        else:
-            raise ValueError(f"unknown training prior kind {self.kind!r}")
-        return np.where(inside, val, -np.inf)
 
 
 def lens_log_evidence(mu: np.ndarray, sigma: np.ndarray, prior: TrainingPrior,

@@ -29,12 +29,7 @@ from darklens import __version__
 from darklens.data.formats import UNLABELLED, load_dataset
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DarklensError, DataError
-from darklens.evaluate.population import (
-    TrainingPrior,
-    infer_population_mean,
-    infer_shared_value,
-)
-from darklens.evaluate.training_prior import describe_training_prior
+from darklens.evaluate.population import infer_population_mean, infer_shared_value
 from darklens.models.regression_run import (
     RUN_JSON,
     RegressionRun,
@@ -43,6 +38,7 @@ from darklens.models.regression_run import (
     predict_images,
     read_split,
 )
+from darklens.models.training_prior import TrainingPrior, describe_training_prior
 from darklens.train.regression import regression_subset
 
 MODELS = ("mean", "shared")

@@ -13,7 +13,7 @@
    images), so a test score is never measured on training images.
 3. Standardises the targets with the training images' mean and std (stored in the model)
    and records each target's training prior (``training_prior`` in ``regression.json``;
-   ``darklens.evaluate.training_prior``), which population inference divides out.
+   ``darklens.models.training_prior``), which population inference divides out.
 4. Trains each ensemble member (seed ``seed + 1000 k``) with random dihedral augmentation
    (exact 90-degree rotations and flips) on the Gaussian NLL; validates each epoch (NLL and MAE
    on the validation images), stops early after ``patience`` epochs without improvement, keeps
@@ -41,7 +41,6 @@ from darklens import __version__
 from darklens.data.dataset import Normaliser, split_indices
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DarklensError, DataError
-from darklens.evaluate.training_prior import describe_training_prior
 from darklens.io import atomic_path, write_json_atomic, write_text_atomic
 from darklens.models.regression_run import (
     RUN_JSON,
@@ -52,6 +51,7 @@ from darklens.models.regression_run import (
     read_json,
 )
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
+from darklens.models.training_prior import describe_training_prior
 from darklens.options import dataclass_from_dict
 from darklens.train.loop import load_checkpoint
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
