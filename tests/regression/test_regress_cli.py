@@ -13,10 +13,11 @@ import torch
 from darklens.cli import main
 from darklens.commands.regress import evaluate_run
 from darklens.data.formats import load_dataset, write_deeplense_folder, write_shard
+from darklens.data.targets import regression_subset
 from darklens.errors import DarklensError
 from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import simulate_dataset
-from darklens.train.regression import RegressionConfig, regression_subset, train_regression
+from darklens.train.regression import RegressionConfig, train_regression
 
 SMALL = {"n_pix": "32", "pixel_scale": "0.12", "supersample": "1", "theta_e": "uniform:1.0:1.4"}
 KEYS = ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from darklens.data.formats import load_dataset
+from darklens.data.targets import regression_subset
 from darklens.errors import DarklensError
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import MODELS, population_of_run
@@ -41,7 +42,7 @@ from darklens.models.regression_run import (
 from darklens.models.regressor import ARCHS
 from darklens.models.training_prior import parse_prior
 from darklens.report.regression_figures import regression_figures
-from darklens.train.regression import RegressionConfig, regression_subset, train_regression
+from darklens.train.regression import RegressionConfig, train_regression
 
 METRICS_JSON = "metrics.json"
 PREDICTIONS_CSV = "predictions.csv"

@@ -28,6 +28,7 @@ import numpy as np
 from darklens import __version__
 from darklens.data.formats import UNLABELLED, load_dataset
 from darklens.data.lensdata import LensData
+from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.evaluate.population import infer_population_mean, infer_shared_value
 from darklens.models.regression_run import (
@@ -39,7 +40,6 @@ from darklens.models.regression_run import (
     read_split,
 )
 from darklens.models.training_prior import TrainingPrior, describe_training_prior
-from darklens.train.regression import regression_subset
 
 MODELS = ("mean", "shared")
 

@@ -2,11 +2,11 @@
 
 ``train_regression(data, config, out_dir)``:
 
-1. Selects the images that carry the targets (``regression_subset``): by default the classes
-   the target belongs to (``log10_axion_mass`` from vortex images, ``f_sub`` and ``n_subhalos``
-   from CDM images, anything else from every class), then drops images whose target is NaN,
-   saying how many; if none is left the error says why (e.g. a preset that does not tie the
-   vortex length to an axion mass).
+1. Selects the images that carry the targets (``darklens.data.targets.regression_subset``):
+   by default the classes the target belongs to (``log10_axion_mass`` from vortex images,
+   ``f_sub`` and ``n_subhalos`` from CDM images, anything else from every class), then drops
+   images whose target is NaN, saying how many; if none is left the error says why (e.g. a
+   preset that does not tie the vortex length to an axion mass).
 2. Splits them deterministically (``split_indices`` with the run's seed, stratified by class)
    into train/val/test and records the indices in ``RUN/split.json``; ``darklens regress
    evaluate`` uses the test part when given the same data (checked by a fingerprint of the
@@ -29,7 +29,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import torch
 from darklens import __version__
 from darklens.data.dataset import Normaliser, split_indices
 from darklens.data.lensdata import LensData
+from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.io import atomic_path, write_json_atomic, write_text_atomic
 from darklens.models.regression_run import (
@@ -56,20 +57,10 @@ from darklens.options import dataclass_from_dict
 from darklens.train.loop import load_checkpoint
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
 
-#: Classes whose images carry a target, for the simulator's metadata (others: every class).
-TARGET_CLASSES: dict[str, tuple[str, ...]] = {
-    "log10_axion_mass": ("vortex",),
-    "vortex_length": ("vortex",),
-    "vortex_mass": ("vortex",),
-    "f_sub": ("cdm",),
-    "n_subhalos": ("cdm",),
-    "subhalo_mass_total": ("cdm",),
-}
 #: Targets that change under rotations or flips: dihedral augmentation would corrupt them.
 NOT_ROTATION_INVARIANT = ("lens_center_x", "lens_center_y", "lens_phi", "shear_angle",
                           "source_x", "source_y", "source_phi", "vortex_angle", "vortex_x",
                           "vortex_y")
-AXION_PRESETS = ("model-i", "model-ii", "model-iii", "physical")
 CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "log.csv"
 
@@ -94,7 +85,7 @@ class RegressionConfig:
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    classes: list[str] | None = None  # None: the targets' own classes (TARGET_CLASSES)
+    classes: list[str] | None = None  # None: the targets' own classes (data.targets)
     normalisation: str = "minmax"  # per-image, see darklens.data.dataset
     time_limit: float | None = None  # seconds for all members together
     device: str = "cpu"
@@ -103,76 +94,6 @@ class RegressionConfig:
     def from_dict(cls, values: dict[str, Any]) -> RegressionConfig:
         """Build from a dict, rejecting unknown keys with a clear message."""
         return dataclass_from_dict(cls, values, "regression")
-
-
-@dataclass
-class Subset:
-    """The images usable for a set of targets: indices into the loaded data and their values."""
-
-    indices: np.ndarray  # (M,) into the LensData
-    values: np.ndarray  # (M, T) float64
-    classes: list[str]
-    messages: list[str]
-
-
-def default_classes(targets: Sequence[str], available: Sequence[str]) -> list[str]:
-    """Classes every target is defined on (intersection of ``TARGET_CLASSES``)."""
-    keep = list(available)
-    for t in targets:
-        if t in TARGET_CLASSES:
-            keep = [c for c in keep if c in TARGET_CLASSES[t]]
-    if not keep:
-        raise DarklensError(
-            f"targets {', '.join(targets)} are defined on no common class "
-            f"({'; '.join(f'{t}: {TARGET_CLASSES[t]}' for t in targets if t in TARGET_CLASSES)})"
-            "; train them separately or pass --classes")
-    return keep
-
-
-def regression_subset(data: LensData, targets: Sequence[str],
-                      classes: Sequence[str] | None = None, source: str = "the data") -> Subset:
-    """Images of ``classes`` (default: the targets' own) whose every target is finite."""
-    if not targets:
-        raise DarklensError("no regression target given")
-    missing = [t for t in targets if t not in data.metadata]
-    if missing:
-        scalar = sorted(k for k, v in data.metadata.items() if np.asarray(v).ndim == 1)
-        raise DataError(f"{source}: no label column {', '.join(missing)} (HDF5 metadata or "
-                        f"labels.csv); available: {', '.join(scalar) or 'none'}")
-    for t in targets:
-        if np.asarray(data.metadata[t]).ndim != 1:
-            raise DataError(f"{source}: label column {t!r} is not one number per image")
-    present = [c for i, c in enumerate(data.class_names) if np.any(data.labels == i)]
-    if classes is None:
-        classes = default_classes(targets, present)
-    else:
-        bad = [c for c in classes if c not in data.class_names]
-        if bad:
-            raise DarklensError(f"unknown class {bad[0]!r}; known: {', '.join(data.class_names)}")
-    class_ids = [data.class_names.index(c) for c in classes]
-    in_class = np.isin(data.labels, class_ids)
-    if not in_class.any():
-        raise DataError(f"{source}: no images of class {', '.join(classes)} (needed for "
-                        f"{', '.join(targets)})")
-    values = np.stack([np.asarray(data.metadata[t], dtype=np.float64) for t in targets], axis=1)
-    messages = []
-    finite = np.isfinite(values).all(axis=1)
-    for j, t in enumerate(targets):
-        nan = in_class & ~np.isfinite(values[:, j])
-        if nan.sum() == in_class.sum():
-            hint = ""
-            if t == "log10_axion_mass":
-                preset = data.attrs.get("preset", {}) if isinstance(data.attrs, dict) else {}
-                name = preset.get("name", "unknown") if isinstance(preset, dict) else "unknown"
-                hint = (f" The preset ({name}) does not tie the vortex length to an axion mass;"
-                        f" simulate with one that does: {', '.join(AXION_PRESETS)}.")
-            raise DataError(f"{source}: {t} is NaN (undefined) for all {int(in_class.sum())} "
-                            f"images of class {', '.join(classes)}.{hint}")
-        if nan.any():
-            messages.append(f"excluded {int(nan.sum())} of {int(in_class.sum())} images whose "
-                            f"{t} is NaN")
-    keep = np.flatnonzero(in_class & finite)
-    return Subset(keep, values[keep], list(classes), messages)
 
 
 def _atomic_torch_save(path: Path, obj: Any) -> None:
