@@ -54,6 +54,7 @@ from darklens.evaluate.scoring import score_images
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
 from darklens.models.persistence import save_run
+from darklens.train.config import parse_config
 from darklens.train.data import detection_data, fingerprint
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
 from darklens.train.rng import seed_everything
@@ -167,8 +168,6 @@ def data_path(results: dict[str, Any], out: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- one run
 def split_options(spec: BenchmarkSpec, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(detector options, training options) for ``name`` from ``spec.options``."""
-    from darklens.commands.train import parse_config
-
     raw = spec.options.get(name)
     if raw is None:
         return {}, {}

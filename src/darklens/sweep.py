@@ -40,12 +40,12 @@ from darklens.errors import DarklensError
 from darklens.evaluate.metrics import anomaly_metrics
 from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector
+from darklens.train.config import TRAIN_KEYS
 from darklens.train.data import detection_data, detection_split, fingerprint
 from darklens.train.loop import TrainConfig, TrainingDiverged, fit
 from darklens.train.rng import seed_everything
 
 KINDS = ("uniform", "loguniform", "int", "choice")
-TRAIN_KEYS = set(TrainConfig.__dataclass_fields__)
 OBJECTIVES = {
     "pseudo_auroc": ("maximize", "label-free: the detector's own pseudo-AUROC (normal "
                      "validation images against patch-swapped copies; no anomaly labels)"),

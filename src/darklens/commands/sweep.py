@@ -22,6 +22,7 @@ from darklens.models.base import list_detectors
 from darklens.simulate.presets import list_presets
 from darklens.sweep import OBJECTIVES, SweepSetup, best_config, objective_kind, parse_param
 from darklens.sweep import run_sweep as _run_sweep
+from darklens.train.config import parse_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from darklens.commands.train import parse_config
-
     if args.detector not in list_detectors():
         raise DarklensError(f"unknown detector {args.detector!r}; "
                             f"known: {', '.join(list_detectors())}")

@@ -33,7 +33,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from darklens.fit.residual_input import OPTION_KEYS, ResidualInput
 from darklens.models.base import create_detector, detector_class, list_detectors
 from darklens.models.persistence import save_run
 from darklens.train import distributed as dd
+from darklens.train.config import TRAIN_KEYS, parse_config
 from darklens.train.data import (
     SimulatorStream,
     detection_data,
@@ -62,7 +63,6 @@ from darklens.train.data import (
 from darklens.train.loop import TrainConfig, fit
 from darklens.train.rng import seed_everything
 
-TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 VIEW_MODES = ("augment", "native")
 INPUTS = ("raw", "residual")
 DEFAULT_N_VIEWS = 4  # the benchmark's native-view rows (demo: AUROC 0.974 against 0.938)
@@ -127,24 +127,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "fields, e.g. {\"iterations\": 10})")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
-
-
-def parse_config(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--config`` -> (detector options, training options)."""
-    if not text:
-        return {}, {}
-    path = Path(text)
-    try:
-        raw = json.loads(path.read_text() if path.suffix == ".json" and path.is_file() else text)
-    except json.JSONDecodeError as err:
-        raise DarklensError(f"--config: not valid JSON ({err})") from err
-    if not isinstance(raw, dict):
-        raise DarklensError("--config must be a JSON object")
-    det = dict(raw.pop("detector", {}) or {})
-    train = dict(raw.pop("train", {}) or {})
-    for key, value in raw.items():  # flat keys: training option if TrainConfig knows it
-        (train if key in TRAIN_KEYS else det)[key] = value
-    return det, train
 
 
 def run(args: argparse.Namespace) -> int:
