@@ -19,7 +19,7 @@ Z = torch.randn(6, 5, generator=G) * 3
 ZBAR = torch.randn(4, 5, generator=G) * 3
 
 
-@pytest.mark.parametrize("kind", ["cosine", "bilinear", "mlp"])
+@pytest.mark.parametrize("kind", ["cosine", "bilinear", "mlp", "dot"])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_critic_shape_and_gradient(kind: str, normalize: bool) -> None:
     critic = make_critic(kind, dim=5, temperature=0.5, normalize=normalize)
@@ -63,3 +63,10 @@ def test_projection_head_and_unknown_critic() -> None:
     assert ProjectionHead(5, 3)(Z).shape == (6, 3)
     with pytest.raises(ValueError):
         make_critic("attention", dim=5)
+
+
+def test_dot_critic_is_the_raw_dot_product_and_sees_the_norm() -> None:
+    critic = make_critic("dot", dim=5, temperature=0.5)
+    assert torch.allclose(critic(Z, ZBAR), Z @ ZBAR.T / 0.5)
+    assert torch.allclose(critic(2 * Z, ZBAR), 2 * critic(Z, ZBAR))
+    assert not list(critic.parameters())  # no learned scale to absorb a shrinking z

@@ -264,3 +264,67 @@ def test_dihedral_bank_holds_the_turned_training_images() -> None:
     assert torch.allclose(det.bank_backbone[-40:], det.encode(torch.rot90(
         x.flip(-1), 3, dims=(-2, -1)))[0], atol=1e-5)
     assert int(det.selected_score) >= 0
+
+
+def _scale_head_output(det: InfoTheoretic, factor: float) -> None:
+    """Multiply the projection head's last layer (weights and bias) by ``factor``: z -> f z."""
+    last = det.head.net[-1]
+    with torch.no_grad():
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
+
+
+@pytest.mark.parametrize("critic", ["cosine", "dot"])
+def test_entropy_bound_is_inert_under_a_normalised_critic_only(critic: str) -> None:
+    # Shrinking z lowers R(z) by the square; it is free for InfoNCE only when the critic sees
+    # z / |z| (the seed's form), which is why beta traded nothing there.
+    det = create_detector("infotheoretic", **SMALL, critic=critic, seed=1)  # batch statistics
+    x = rings(32, 0)
+    _scale_head_output(det, 20.0)  # an untrained head's z is tiny: give the critic some range
+    with torch.no_grad():
+        before = det._contrastive_terms(x, torch.Generator().manual_seed(0))
+        _scale_head_output(det, 0.5)
+        after = det._contrastive_terms(x, torch.Generator().manual_seed(0))
+    assert float(after["entropy"]) == pytest.approx(0.25 * float(before["entropy"]), rel=1e-4)
+    assert abs(float(before["infonce"])) > 0.01
+    same = float(after["infonce"]) == pytest.approx(float(before["infonce"]), abs=1e-4)
+    assert same == (critic == "cosine")
+    assert det.entropy_coupled == (critic == "dot")
+    assert det.diagnostics()["entropy_coupled"] == (critic == "dot")
+
+
+def _final_terms(beta: float) -> dict[str, float]:
+    det = create_detector("infotheoretic", **SMALL, critic="dot", beta=beta, seed=0)
+    result = fit(det, TensorDataset(rings(256, 0)), None,
+                 TrainConfig(epochs=4, batch_size=64, lr=3e-3, scheduler="cosine",
+                             progress=False))
+    return result.history[-1]
+
+
+@pytest.mark.filterwarnings("ignore::darklens.models.infotheoretic.CollapseWarning")
+def test_raising_beta_lowers_the_entropy_and_infonce_bounds_together() -> None:
+    rows = [_final_terms(beta) for beta in (0.0, 1.0, 10.0)]
+    entropy = [r["entropy_bound"] for r in rows]
+    infonce = [r["infonce_bound"] for r in rows]
+    assert entropy[0] > 2 * entropy[1] > 4 * entropy[2], entropy
+    assert infonce[0] > infonce[1] > infonce[2], infonce
+    assert all(0 < i <= math.log(64) + 1e-6 for i in infonce)
+
+
+def test_losses_csv_has_a_column_per_term(tmp_path) -> None:
+    det = create_detector("infotheoretic", **SMALL, critic="dot", beta=0.1, eta=1.0)
+    det.set_labelled_anomalies(rings(8, 8, blob=True))
+    fit(det, TensorDataset(rings(128, 0)), TensorDataset(rings(32, 1)),
+        TrainConfig(epochs=2, batch_size=64, progress=False, out_dir=str(tmp_path)))
+    import csv
+
+    with open(tmp_path / "losses.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    for col in ("infonce_bound", "entropy_bound", "semi_term", "train_loss"):
+        assert all(math.isfinite(float(r[col])) for r in rows), col
+    # The columns are the terms of the loss: their weighted sum is the training loss.
+    for r in rows:
+        total = -float(r["infonce_bound"]) + 0.1 * float(r["entropy_bound"]) + float(
+            r["semi_term"])
+        assert total == pytest.approx(float(r["train_loss"]), rel=1e-4)

@@ -56,6 +56,8 @@ class Detector(nn.Module):
       than one optimiser (the AAE) trains inside the one loop. Default: ``training_loss``.
     - ``validation_loss(batch)``: deterministic loss on normal validation images for early
       stopping (default: ``training_loss`` under ``no_grad`` in eval mode).
+    - ``epoch_terms()``: the mean of each term of the training loss since the last call, as
+      named floats; the loop calls it after every epoch and adds them to the losses.csv row.
     - ``wants_labels``: when True the loop passes ``(images, labels)`` instead of ``images``.
     - ``accepts_native_views``: when True, training batches may stack V simulator-native views
       of each image along the channels, (B, V*C, H, W) (``darklens train --views native``).
@@ -87,6 +89,10 @@ class Detector(nn.Module):
         """Named parameter groups, each stepped by its own optimiser, in this order."""
         params = [p for p in self.parameters() if p.requires_grad]
         return {"main": OptimizerGroup(params)} if params else {}
+
+    def epoch_terms(self) -> dict[str, float]:
+        """Per-term means of the training loss since the last call, then reset (default: none)."""
+        return {}
 
     def fit_start(self, loader: Iterable) -> None:
         """Called once with the training data before the first epoch (not again on resume)."""

@@ -3,6 +3,13 @@
 Every critic maps ``z`` (K, D) and ``zbar`` (M, D) to the score matrix ``f(z_i, zbar_j)`` of
 shape (K, M); the InfoNCE loss uses the square case M = K, and the detector's ``critic`` score
 uses M = the size of its memory bank. Critics meet the rest only through tensors.
+
+Which critics couple to the entropy bound R(z) = ||z||^2 (or ||z||_1) on the same z: only
+``dot``. A critic that sees z / ||z|| (``cosine``, or any with ``normalize=True``) is blind to
+the norm, so R can be driven down by shrinking the head's last layer without changing the
+InfoNCE term at all: beta then trades nothing. A critic with a learned weight (``bilinear``
+unnormalised, ``mlp``) can absorb a shrinking z into a growing weight. The dot critic has no
+free scale: a smaller z is a blunter critic, and the trade-off I(X, Z) against H(Z) is real.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-CRITICS: tuple[str, ...] = ("cosine", "bilinear", "mlp")
+CRITICS: tuple[str, ...] = ("cosine", "bilinear", "mlp", "dot")
 
 
 class ProjectionHead(nn.Module):
@@ -43,6 +50,24 @@ class CosineCritic(nn.Module):
 
     def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
         return F.normalize(z, dim=1) @ F.normalize(zbar, dim=1).T / self.temperature
+
+
+class DotCritic(nn.Module):
+    """f(z, zbar) = z . zbar / temperature on the raw z: no normalisation, no learned scale.
+
+    The norm of z is the critic's inverse temperature, so the entropy bound on the same z
+    (a Gaussian reference, R = ||z||^2) pays for every gain in sharpness: raising beta lowers
+    R and the InfoNCE bound together.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
+        return z @ zbar.T / self.temperature
 
 
 class BilinearCritic(nn.Module):
@@ -89,11 +114,22 @@ class MLPCritic(nn.Module):
 def make_critic(
     kind: str, dim: int, temperature: float = 0.2, normalize: bool = False, hidden: int = 64
 ) -> nn.Module:
-    """Build a critic by name: ``"cosine"``, ``"bilinear"`` or ``"mlp"``."""
+    """Build a critic by name: ``"cosine"``, ``"bilinear"``, ``"mlp"`` or ``"dot"``."""
     if kind == "cosine":
         return CosineCritic(temperature)
+    if kind == "dot":
+        return DotCritic(temperature)
     if kind == "bilinear":
         return BilinearCritic(dim, normalize=normalize)
     if kind == "mlp":
         return MLPCritic(dim, hidden=hidden, normalize=normalize)
     raise ValueError(f"unknown critic {kind!r}; choose one of {CRITICS}")
+
+
+def couples_to_norm(kind: str) -> bool:
+    """Whether an entropy bound on the critic's input z changes what the critic scores.
+
+    True only for ``dot`` (see the module docstring): for the others a penalty on ||z|| can be
+    paid off by a rescaling that leaves InfoNCE unchanged.
+    """
+    return kind == "dot"

@@ -97,7 +97,7 @@ from darklens.data.lensdata import LensData
 from darklens.data.transforms import AUGMENTATION_SETS, local_patch_swap, make_augment
 from darklens.errors import DataError
 from darklens.models.base import Detector, register_detector
-from darklens.models.critics import CRITICS, ProjectionHead, make_critic
+from darklens.models.critics import CRITICS, ProjectionHead, couples_to_norm, make_critic
 from darklens.models.encoders import SmallCNN
 from darklens.models.losses import PENALTIES, SEMI_FORMS, anomaly_push_loss, entropy_penalty
 from darklens.models.losses import infonce_loss as _infonce
@@ -247,6 +247,8 @@ class InfoTheoretic(Detector):
         self.register_buffer("collapsed", torch.tensor(False))
         self.register_buffer("labelled", torch.zeros(0), persistent=False)
         self._warned = False
+        self._term_sums: dict[str, float] = {}
+        self._term_count = 0
 
     # ----------------------------------------------------------------- representation
     def score_names(self) -> list[str]:
@@ -361,7 +363,26 @@ class InfoTheoretic(Detector):
         terms = self._contrastive_terms(images, self._gen, anomalies)
         self.aug_rng_state.copy_(self._gen.get_state())
         self._watch_collapse(terms["z"].detach(), -terms["infonce"].detach(), images.shape[0])
+        self._record_terms(terms)
         return self._combine(terms)
+
+    def _record_terms(self, terms: dict[str, Tensor]) -> None:
+        """Add this batch's terms to the running sums that ``epoch_terms`` reports."""
+        names = {"infonce": "infonce_bound", "entropy": "entropy_bound", "anomaly": "semi_term",
+                 "recon": "recon_term"}
+        for key, col in names.items():
+            if key in terms:
+                value = float(terms[key].detach())
+                self._term_sums[col] = self._term_sums.get(col, 0.0) + (
+                    -value if key == "infonce" else value)
+        self._term_count += 1
+
+    def epoch_terms(self) -> dict[str, float]:
+        """Mean InfoNCE bound on I(X, Z) (nats), entropy bound R(z) and the optional
+        semi-supervised and reconstruction terms since the last call (unweighted), then reset."""
+        out = {k: v / max(self._term_count, 1) for k, v in self._term_sums.items()}
+        self._term_sums, self._term_count = {}, 0
+        return out
 
     @torch.no_grad()
     def validation_loss(self, batch: Any) -> Tensor:
@@ -427,7 +448,16 @@ class InfoTheoretic(Detector):
             "view_consistency": {n: float(v) for n, v in zip(names, self.consistency_values,
                                                             strict=True)},
             "bank_size": int(self.bank_backbone.shape[0]),
+            "entropy_coupled": self.entropy_coupled,
         }
+
+    @property
+    def entropy_coupled(self) -> bool:
+        """Whether beta trades anything: the entropy bound acts on the z that a scale-aware
+        critic scores (``critic="dot"``, ``entropy_on="projection"``). Otherwise R only shapes
+        a norm that InfoNCE never sees (the seed's default form, kept for comparison)."""
+        return couples_to_norm(self.config["critic"]) and \
+            self.config["entropy_on"] == "projection"
 
     # ----------------------------------------------------------------- hooks
     @torch.no_grad()

@@ -3,7 +3,8 @@
 ``fit(detector, train_data, val_data, config)`` trains on normal images. Per batch it runs the
 detector's optimiser groups in order (one group for most models, three for the AAE): loss,
 backward, gradient clipping, step, scheduler step. After every epoch it computes the
-validation loss on normal images, appends a row to ``<out_dir>/losses.csv`` and writes
+validation loss on normal images, appends a row to ``<out_dir>/losses.csv`` (with the loss's
+separate terms where the detector reports them, ``Detector.epoch_terms``) and writes
 ``<out_dir>/checkpoint.pt`` atomically (model, optimisers, schedulers, RNG states, history,
 best model so far). ``resume=True`` continues from that checkpoint and ends with the same
 weights as an uninterrupted run. A non-finite loss stops training with ``TrainingDiverged``
@@ -335,6 +336,7 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
         for name in optimizers:
             row[f"train_{name}" if len(optimizers) > 1 else "train_loss"] = sums[name] / max(
                 count, 1)
+        row.update(detector.epoch_terms())  # the loss's terms, where the detector has them
         first_opt = next(iter(optimizers.values()))
         row["lr"] = first_opt.param_groups[0]["lr"]
         if val_data is not None and len(val_data):  # type: ignore[arg-type]
