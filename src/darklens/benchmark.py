@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import Subset
 
 from darklens import __version__
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError
@@ -55,7 +56,7 @@ from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
 from darklens.models.persistence import save_run
 from darklens.train.config import parse_config
-from darklens.train.data import detection_data, fingerprint
+from darklens.train.data import detection_data
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
 from darklens.train.rng import seed_everything
 

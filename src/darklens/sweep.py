@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from darklens.data.dataset import Normaliser
+from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError
 from darklens.evaluate.metrics import anomaly_metrics
 from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector
 from darklens.train.config import TRAIN_KEYS
-from darklens.train.data import detection_data, detection_split, fingerprint
+from darklens.train.data import detection_data, detection_split
 from darklens.train.loop import TrainConfig, TrainingDiverged, fit
 from darklens.train.rng import seed_everything
 

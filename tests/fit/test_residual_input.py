@@ -64,7 +64,7 @@ def test_train_evaluate_score_on_residual_maps(shards, residual_run, capsys):
     assert config["normaliser"]["mode"] == "none"  # the maps are in noise units already
     assert config["data"]["streamed"] is False  # shards are loaded whole for the transform
     original = load_dataset(shards)
-    from darklens.train.data import fingerprint
+    from darklens.data.fingerprint import fingerprint
 
     assert config["data"]["fingerprint"] == fingerprint(original)  # the original data's
 

@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import norm
 
 from darklens.cli import main
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.evaluate.population import (
     infer_population_mean,
@@ -54,6 +55,11 @@ def test_run_records_the_exact_training_prior(tiny):
     # model-iii draws the axion mass log-uniformly in [1e-24, 1e-22] eV
     assert entry["prior"] == {"kind": "uniform", "low": -24.0, "high": -22.0}
     assert "axion_mass" in entry["source"]
+
+
+def test_run_records_the_data_fingerprint_detector_runs_record(tiny):
+    info = json.loads((tiny["run"] / "regression.json").read_text())
+    assert info["data"]["fingerprint"] == fingerprint(load_dataset(tiny["train"]))
 
 
 def test_population_command_writes_json_consistent_with_the_library(tiny, tmp_path, capsys):

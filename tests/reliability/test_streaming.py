@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 import darklens.commands.train as train_cmd
 from darklens.cli import main
 from darklens.data.dataset import ImageDataset, Normaliser
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset, write_shard
 from darklens.data.lensdata import LensData
 from darklens.data.shards import ShardDataset, is_shard_path
 from darklens.errors import DataError
-from darklens.train.data import fingerprint
 from toy_lenses import toy_lensdata
 
 SIZE = 32

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from darklens.data.dataset import Normaliser
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
@@ -35,7 +36,7 @@ from darklens.evaluate.scoring import score_images
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
-from darklens.train.data import detection_split, fingerprint
+from darklens.train.data import detection_split
 
 MAX_RECORDED = 50  # not-scored images listed in metrics.json
 MAX_NAMED = 10  # ... and in the warning

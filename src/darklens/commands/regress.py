@@ -34,7 +34,7 @@ from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import MODELS, population_of_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.regression_run import (
-    data_fingerprint,
+    is_training_data,
     load_regression_run,
     predict_images,
     read_split,
@@ -145,7 +145,7 @@ def evaluate_run(run_dir: str, data_path: str, tta: bool = True,
     data = load_dataset(data_path)
     classes = run.info.get("config", {}).get("classes")
     subset = regression_subset(data, run.targets, classes, data_path)
-    same = data_fingerprint(data) == run.info.get("data", {}).get("fingerprint")
+    same = is_training_data(data, run.info)
     if same:
         test = read_split(run_dir)["test"]
         keep = np.isin(subset.indices, test)

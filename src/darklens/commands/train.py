@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from darklens.data.dataset import NORMALISATIONS, ImageDataset
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
 from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
@@ -57,7 +58,6 @@ from darklens.train.data import (
     SimulatorStream,
     detection_data,
     detection_split,
-    fingerprint,
     simulator_views,
 )
 from darklens.train.loop import TrainConfig, fit

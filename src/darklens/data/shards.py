@@ -6,7 +6,7 @@ memory. It reads each shard's ``/label`` array and checks the format up front (c
 makes one streaming pass over the images, block by block, which
 
 - rejects NaN/Inf pixels, naming the file and the image (as ``read_shard`` does);
-- computes the data fingerprint, bit for bit the SHA-256 of ``darklens.train.data.fingerprint``
+- computes the data fingerprint, bit for bit the SHA-256 of ``darklens.data.fingerprint``
   on the loaded data (the hash is fed the same bytes in the same order), so runs trained from
   shards before and after streaming, and ``darklens evaluate`` (which loads the data), agree;
 - keeps each image's pixel mean and sum of squared deviations (16 bytes per image), from which

@@ -34,7 +34,7 @@ from darklens.evaluate.population import infer_population_mean, infer_shared_val
 from darklens.models.regression_run import (
     RUN_JSON,
     RegressionRun,
-    data_fingerprint,
+    is_training_data,
     load_regression_run,
     predict_images,
     read_split,
@@ -54,7 +54,7 @@ def _recompute_prior(run_dir: str | os.PathLike, info: dict[str, Any],
         data = load_dataset(source)
     except DarklensError:
         return None
-    if data_fingerprint(data) != info.get("data", {}).get("fingerprint"):
+    if not is_training_data(data, info):
         return None
     targets = list(info["targets"])
     subset = regression_subset(data, targets, info.get("config", {}).get("classes"), source)
@@ -127,7 +127,7 @@ def population_images(run: RegressionRun, run_dir: str | os.PathLike, data: Lens
         if idx.size == 0:
             raise DataError(f"{data_path}: no images of class {', '.join(classes)} (the classes "
                             f"{run_dir} was trained on)")
-    if data_fingerprint(data) == run.info.get("data", {}).get("fingerprint"):
+    if is_training_data(data, run.info):
         idx = idx[np.isin(idx, read_split(run_dir)["test"])]
         if idx.size == 0:
             raise DataError(f"{data_path} is the training data of {run_dir}, whose test split is "

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from darklens.data.dataset import Normaliser
+from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
 from darklens.io import read_json_object
@@ -41,8 +42,21 @@ def member_dir(run_dir: str | os.PathLike, k: int) -> Path:
     return Path(run_dir) / f"member-{k}"
 
 
-def data_fingerprint(data: LensData) -> str:
-    """SHA-256 of the images and labels: tells whether evaluation data are the training data."""
+def is_training_data(data: LensData, info: dict[str, Any]) -> bool:
+    """Whether ``data`` are the images the run (its ``regression.json``, ``info``) trained on.
+
+    Runs record ``darklens.data.fingerprint.fingerprint``; runs written before it was the one
+    fingerprint recorded the image shape hashed first (``_shape_fingerprint``), which is still
+    recognised, so that those runs keep finding their training data.
+    """
+    recorded = info.get("data", {}).get("fingerprint")
+    if recorded is None:
+        return False
+    return recorded == fingerprint(data) or recorded == _shape_fingerprint(data)
+
+
+def _shape_fingerprint(data: LensData) -> str:
+    """The fingerprint of regression runs written before ``darklens.data.fingerprint``."""
     h = hashlib.sha256()
     h.update(str(data.images.shape).encode())
     h.update(np.ascontiguousarray(data.images, dtype=np.float32).tobytes())

@@ -4,14 +4,13 @@ The split (``anomaly_split`` from ``darklens.data.dataset``, from the run's seed
 class is cut into train / validation / test fractions; anomalies are never trained on and are
 shared between validation and test in the same proportion. Training uses the normal training
 part; early stopping uses only the normal validation images; ``darklens evaluate`` on the same
-data uses the test part. A fingerprint of the data (SHA-256 of images and labels) is stored
-with the run, so that evaluation knows whether it sees the training data (use the test part)
-or a separate test set (use every image).
+data uses the test part. The data's fingerprint (``darklens.data.fingerprint``) is stored with
+the run, so that evaluation knows whether it sees the training data (use the test part) or a
+separate test set (use every image).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,22 +26,6 @@ from darklens.errors import DataError
 
 if TYPE_CHECKING:
     from darklens.simulate.presets import Preset
-
-
-def fingerprint(data: LensData | ShardDataset) -> str:
-    """SHA-256 of the images and labels: tells the training data apart from any other set.
-
-    For a ``ShardDataset`` it is the one computed by its streaming pass: the same bytes hashed
-    in the same order, so the same value as for the loaded data.
-    """
-    if isinstance(data, ShardDataset):
-        if data.fingerprint is None:
-            data._scan()
-        return str(data.fingerprint)
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(data.images, dtype=np.float32).tobytes())
-    h.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 @dataclass

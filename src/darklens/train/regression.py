@@ -39,6 +39,7 @@ import torch
 
 from darklens import __version__
 from darklens.data.dataset import Normaliser, split_indices
+from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
@@ -47,7 +48,7 @@ from darklens.models.regression_run import (
     RUN_JSON,
     SPLIT_JSON,
     WEIGHTS,
-    data_fingerprint,
+    is_training_data,
     member_dir,
     read_json,
 )
@@ -265,14 +266,14 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
     if len(split.train) < 2 or len(split.val) < 1:
         raise DataError(f"{source}: only {len(subset.indices)} usable images: too few to split "
                         "into training and validation sets")
-    fingerprint = data_fingerprint(data)
+    data_fp = fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / RUN_JSON
     config_dict = asdict(cfg)
     config_dict["classes"] = subset.classes
     if resume and info_path.exists():
         old = read_json(info_path, "run description")
-        if old.get("data", {}).get("fingerprint") != fingerprint:
+        if not is_training_data(data, old):
             raise CheckpointError(f"{out}: was trained on other data; cannot resume with "
                                   f"{source}")
         keys = ("targets", "arch", "norm", "ensemble", "seed", "val_fraction",
@@ -314,7 +315,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         "training_prior": {t: describe_training_prior(t, train_vals[:, j], preset)
                            for j, t in enumerate(cfg.targets)},
         "image_shape": list(data.images.shape[2:]),
-        "data": {"source": str(data_source), "fingerprint": fingerprint,
+        "data": {"source": str(data_source), "fingerprint": data_fp,
                  "n_images": len(data), "n_usable": len(subset.indices),
                  "n_train": len(split.train), "n_val": len(split.val),
                  "n_test": len(split.test), "excluded": subset.messages,
