@@ -58,7 +58,10 @@ from darklens.models.infotheoretic import CollapseWarning
 from darklens.train.loop import TrainConfig, fit
 
 GROUPS = ("default", "bank", "beta", "penalty", "critic", "entropy", "temperature", "batch",
-          "augment", "hybrid", "semi", "baselines", "long")
+          "augment", "hybrid", "semi", "baselines", "long", "tradeoff", "spatial")
+# The beta curve of the ``tradeoff`` group: the dot critic (entropy bound on the z it scores)
+# and the seed's cosine form (the bound on a norm the critic never sees), same betas.
+TRADEOFF_BETAS = (0.0, 0.01, 0.1, 0.3, 1.0)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Run:
 
 
 NATIVE = {"augment": "none"}  # simulator-native views need no augmentation (measured best)
+TERM_COLUMNS = ("infonce_bound", "entropy_bound", "semi_term", "recon_term")
 
 
 def ablation_runs(groups: tuple[str, ...], views: int = 4) -> list[Run]:
@@ -93,6 +97,20 @@ def ablation_runs(groups: tuple[str, ...], views: int = 4) -> list[Run]:
     if "long" in groups:  # the autoencoders with many more epochs (more wall time than ours)
         runs += [Run("long", f"{name} ({e} epochs)", detector=name, train={"epochs": e})
                  for name, e in (("dcae", 100), ("cvae", 100))]
+    if "tradeoff" in groups:
+        runs += [Run("tradeoff", f"{form}, beta={b:g}", config={**cfg, "beta": b})
+                 for form, cfg in (("dot critic", {"critic": "dot"}),
+                                   ("cosine critic (seed form)", {"critic": "cosine"}))
+                 for b in TRADEOFF_BETAS]
+    if "spatial" in groups:  # the position-aware encoder; no bank turns where orientation is fixed
+        spatial = {"encoder": "spatial", "bank_dihedral": False}
+        runs += [Run("spatial", "spatial encoder", config=spatial),
+                 Run("spatial", "spatial encoder, patch score",
+                     config={**spatial, "score": "patch_knn"}),
+                 Run("spatial", "spatial encoder, dihedral bank",
+                     config={**spatial, "bank_dihedral": True}),
+                 Run("spatial", "spatial encoder, dot critic, beta=0.1",
+                     config={**spatial, "critic": "dot", "beta": 0.1})]
     if "beta" in groups:
         runs += [Run("beta", f"beta={b:g}", config={"beta": b})
                  for b in (0.0, 1e-4, 1e-3, 1e-1, 1.0)]  # 1e-2 is the default
@@ -234,6 +252,10 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
         "config": run.config, "train": cfg, "labelled": run.labelled, "views": run.views,
         "flatten_views": run.flatten_views,
         "seconds": seconds, "epochs_run": result.epochs_run,
+        "terms": {k: v for k, v in (result.history[-1] if result.history else {}).items()
+                  if k in TERM_COLUMNS},
+        "term_history": [{k: row[k] for k in ("epoch", *TERM_COLUMNS) if k in row}
+                         for row in result.history],
         "scores": _auroc_table(scores, labels), "default_score": default,
         "diagnostics": diag,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, CollapseWarning)],
@@ -308,7 +330,7 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for cls in ("all", "cdm", "vortex"):
             vals = [pick(r, r["default_score"], cls) for r in runs]
             out[f"auroc_{cls}"] = [v for v in vals if v is not None]
-        for score in ("norm", "neg_norm", "knn", "critic"):
+        for score in ("norm", "neg_norm", "knn", "critic", "patch_knn"):
             vals = [pick(r, score, "all") for r in runs if score in r["scores"]]
             out[f"{score}_all"] = [v for v in vals if v is not None]
         out["selected"] = sorted({r["default_score"] for r in runs})
@@ -316,6 +338,9 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                for r in runs if r["diagnostics"]]
         out["collapsed"] = sum(bool(r["diagnostics"].get("collapsed")) for r in runs)
         out["seconds"] = float(np.mean([r["seconds"] for r in runs]))
+        for col in ("infonce_bound", "entropy_bound"):
+            vals = [r.get("terms", {}).get(col) for r in runs]
+            out[col] = [float(v) for v in vals if v is not None]
         table.append(out)
     return table
 
@@ -337,6 +362,65 @@ def print_table(table: list[dict[str, Any]]) -> None:
               f"{one(t, 'norm_all'):>6} {one(t, 'neg_norm_all'):>6} {one(t, 'knn_all'):>6} "
               f"{one(t, 'critic_all'):>6} {(f'{np.mean(pseudo):.3f}' if pseudo else '-'):>6} "
               f"{t['collapsed']:>4} {t['seconds']:>5.0f}")
+
+
+def beta_curves(table: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per preset and critic form, the ``tradeoff`` rows in beta order: both bounds, AUROCs."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for t in table:
+        if t["group"] != "tradeoff" or not t["entropy_bound"]:
+            continue
+        form, beta = t["label"].rsplit(", beta=", 1)
+        out.setdefault(t["preset"], {}).setdefault(form, []).append({
+            "beta": float(beta), "label": f"beta={beta}",
+            "entropy_bound": float(np.mean(t["entropy_bound"])),
+            "infonce_bound": float(np.mean(t["infonce_bound"])),
+            "auroc": float(np.mean(t["auroc_all"])) if t["auroc_all"] else None,
+            "norm_all": float(np.mean(t["norm_all"])) if t["norm_all"] else None,
+            "knn_all": float(np.mean(t["knn_all"])) if t["knn_all"] else None,
+            "selected": t["selected"]})
+    for forms in out.values():
+        for pts in forms.values():
+            pts.sort(key=lambda p: p["beta"])
+    return out
+
+
+def print_beta_curves(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """The beta curve as a table: entropy and InfoNCE bounds, R(z) and kNN AUROC per beta."""
+    for preset, forms in curves.items():
+        for form, pts in forms.items():
+            print(f"\nbeta curve on {preset}, {form}")
+            print(f"{'beta':>6} {'entropy R(z)':>12} {'InfoNCE nats':>12} {'AUROC':>6} "
+                  f"{'R(z)':>6} {'knn':>6}  selected")
+            for q in pts:
+                print(f"{q['beta']:>6g} {q['entropy_bound']:>12.4g} {q['infonce_bound']:>12.3f} "
+                      f"{_opt(q['auroc'])} {_opt(q['norm_all'])} {_opt(q['knn_all'])}  "
+                      f"{','.join(q['selected'])}")
+            ent = [q["entropy_bound"] for q in pts]
+            if len(ent) > 1 and min(ent) > 0:
+                monotone = all(b <= a for a, b in zip(ent, ent[1:], strict=False))
+                print(f"entropy bound moves {max(ent) / min(ent):.1f}x over the curve; "
+                      f"{'monotone' if monotone else 'not monotone'} in beta")
+
+
+def _opt(v: float | None) -> str:
+    return f"{v:>6.3f}" if v is not None else f"{'-':>6}"
+
+
+def write_information_plane(curves: dict[str, dict[str, list[dict[str, Any]]]],
+                            out_json: Path) -> list[str]:
+    """One information-plane PNG per preset next to the JSON; returns the paths written."""
+    from darklens.report.figures import information_plane_figure
+
+    paths = []
+    for preset, forms in curves.items():
+        fig = information_plane_figure(forms)
+        fig.axes[0].set_title(f"information plane, {preset} (test AUROC of the chosen score)",
+                              fontsize=9)
+        path = out_json.with_name(f"{out_json.stem}-{preset}-information-plane.png")
+        fig.savefig(path, dpi=90)
+        paths.append(str(path))
+    return paths
 
 
 def label_free_pick(table: list[dict[str, Any]]) -> dict[str, Any]:
@@ -438,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.platform(),
             "cpus": os.cpu_count(), "args": vars(args), "torch_threads": torch.get_num_threads(),
             "complete": final, "wall_seconds": time.perf_counter() - start, "table": table,
-            "label_free_pick": label_free_pick(table), "records": records + pending,
+            "label_free_pick": label_free_pick(table), "beta_curves": beta_curves(table),
+            "records": records + pending,
         }
         write_json_atomic(args.out, payload)
         return payload
@@ -464,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     payload = write(final=True)
     print_table(payload["table"])
+    curves = beta_curves(payload["table"])
+    if curves:
+        print_beta_curves(curves)
+        for path in write_information_plane(curves, out_path):
+            print(f"wrote {path}")
     for preset, pick in payload["label_free_pick"].items():
         print(f"label-free pick on {preset}: {pick['label']} (pseudo-AUROC "
               f"{pick['pseudo_auroc']:.3f}) -> test AUROC {pick['test_auroc_all']:.3f}")

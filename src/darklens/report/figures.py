@@ -192,6 +192,52 @@ def detectability_figure(curves: dict[str, dict[str, list[list[dict[str, float]]
     return fig
 
 
+def information_plane_figure(families: dict[str, list[dict]],
+                             colour_label: str = "test AUROC") -> plt.Figure:
+    """The information plane: InfoNCE bound on I(X, Z) against the entropy bound R(z).
+
+    ``families[name]`` is a list of points, each a dict with ``entropy_bound`` and
+    ``infonce_bound`` (the last epoch's terms), optional ``auroc`` (colours the point; grey
+    without), ``label`` (written next to it, e.g. "beta=0.1") and ``path`` (the per-epoch
+    (entropy_bound, infonce_bound) pairs, drawn thin). A family's points are joined in the given
+    order (e.g. increasing beta), so a real trade-off shows as a line running down and left.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    aurocs = [p["auroc"] for pts in families.values() for p in pts
+              if p.get("auroc") is not None and np.isfinite(p["auroc"])]
+    norm = plt.Normalize(min(aurocs), max(aurocs)) if aurocs else None
+    cmap = plt.get_cmap("viridis")
+    markers = "osD^v<>"
+    positive = True
+    for i, (name, pts) in enumerate(families.items()):
+        xs = [p["entropy_bound"] for p in pts]
+        ys = [p["infonce_bound"] for p in pts]
+        positive = positive and all(x > 0 for x in xs)
+        for p in pts:
+            if p.get("path"):
+                px, py = zip(*p["path"], strict=True)
+                ax.plot(px, py, color="0.75", lw=0.7, zorder=1)
+        ax.plot(xs, ys, color=f"C{i % 10}", lw=1.2, zorder=2, label=name)
+        colours = [cmap(norm(p["auroc"])) if norm is not None and p.get("auroc") is not None
+                   else "0.6" for p in pts]
+        ax.scatter(xs, ys, c=colours, marker=markers[i % len(markers)], s=46,
+                   edgecolors="k", linewidths=0.6, zorder=3)
+        for p, x, y in zip(pts, xs, ys, strict=True):
+            if p.get("label"):
+                ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+    if positive and any(families.values()):
+        ax.set_xscale("log")
+    if norm is not None:
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=colour_label)
+    ax.set_xlabel("entropy bound  mean R(z)")
+    ax.set_ylabel("InfoNCE bound on I(X, Z)  [nats]")
+    ax.set_title("information plane", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _nan_reduce(fn, rows) -> np.ndarray:
     """``fn`` over seeds (axis 0), NaN where every seed is NaN (without a warning)."""
     a = np.asarray(rows, dtype=np.float64)
