@@ -328,3 +328,32 @@ def test_losses_csv_has_a_column_per_term(tmp_path) -> None:
         total = -float(r["infonce_bound"]) + 0.1 * float(r["entropy_bound"]) + float(
             r["semi_term"])
         assert total == pytest.approx(float(r["train_loss"]), rel=1e-4)
+
+
+def test_spatial_encoder_keeps_position_and_scores_patches() -> None:
+    det = create_detector("infotheoretic", **SMALL, encoder="spatial", patch_dim=8,
+                          bank_dihedral=False)
+    assert "patch_knn" in det.score_names()
+    det.eval()
+    x = rings(4, 0)
+    h, p, maps = det._encode_maps(x)
+    assert maps.shape == (4, 8, S // 4, S // 4) and h.shape == (4, SMALL["feat_dim"])
+    # A constant image has no structure: only the coordinate channels can make its latent
+    # depend on where things are, and a pooled encoder could not tell the halves apart.
+    left, right = torch.zeros(1, 1, S, S), torch.zeros(1, 1, S, S)
+    left[..., : S // 2], right[..., S // 2:] = 1.0, 1.0
+    hl, hr = det.encode(left)[0], det.encode(torch.flip(left, dims=(-1,)))[0]
+    assert not torch.allclose(hl, hr, atol=1e-4)
+    assert torch.allclose(det.encode(right)[0], hr, atol=1e-5)
+
+
+def test_spatial_patch_score_finds_blobs() -> None:
+    det = train(encoder="spatial", patch_dim=8, bank_dihedral=False)
+    assert det.bank_patches.shape[1:] == (S // 4 * S // 4, 8)
+    assert auroc(det, "patch_knn") > 0.9
+    state = {k: v.clone() for k, v in det.state_dict().items()}
+    copy = create_detector("infotheoretic", **det.config)
+    copy.load_state_dict(state)
+    copy.eval()
+    x = rings(6, 3, blob=True)
+    assert torch.allclose(copy.score_all(x)["patch_knn"], det.score_all(x)["patch_knn"])

@@ -26,6 +26,7 @@ way); ``out_activation="sigmoid"`` or ``"none"`` are offered for other input ran
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -142,6 +143,63 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+def coordinate_channels(size: int, device: torch.device | None = None) -> Tensor:
+    """(3, size, size) maps of x, y and r around the image centre (the lens), x and y in [-1, 1].
+
+    Concatenated to the image so that convolutions know where a pixel sits relative to the
+    lens: a clump on the Einstein ring and the same clump far outside it are different things.
+    """
+    c = (size - 1) / 2
+    axis = (torch.arange(size, dtype=torch.float32, device=device) - c) / max(c, 1.0)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x, y, torch.sqrt(x**2 + y**2)])
+
+
+class SpatialCNN(nn.Module):
+    """A position-aware backbone: keeps the spatial map, never pools it away.
+
+    Input: the image plus ``coordinate_channels`` (x, y, r around the centre). A first
+    convolution at full resolution, then ``depth - 1`` blocks of Conv(k3, s2) + BatchNorm +
+    LeakyReLU (doubling the width), then a 1x1 convolution to ``patch_dim`` channels: the patch
+    map (B, patch_dim, s, s), s = size / 2^(depth-1). The latent is a linear map of the whole
+    flattened patch map (no global pooling), so where a feature sits changes the latent, and
+    the patch map itself gives patch-level anomaly scores.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 4,
+                 latent_dim: int = 128, image_size: int = 64, patch_dim: int = 32,
+                 coords: bool = True):
+        super().__init__()
+        self.coords = bool(coords)
+        ch = in_channels + (3 if coords else 0)
+        layers: list[nn.Module] = [nn.Conv2d(ch, width, 3, padding=1), nn.BatchNorm2d(width),
+                                   nn.LeakyReLU(0.1)]
+        ch, side = width, image_size
+        for i in range(1, depth):
+            out = width * 2**i
+            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.BatchNorm2d(out),
+                       nn.LeakyReLU(0.1)]
+            ch, side = out, conv_out(side, 3, 2, 1)
+        layers.append(nn.Conv2d(ch, patch_dim, 1))
+        self.net = nn.Sequential(*layers)
+        self.side, self.patch_dim, self.latent_dim = side, patch_dim, latent_dim
+        self.fc = nn.Linear(patch_dim * side * side, latent_dim)
+        self.register_buffer("grid", coordinate_channels(image_size), persistent=False)
+
+    def patch_map(self, x: Tensor) -> Tensor:
+        """The patch map (B, patch_dim, s, s)."""
+        if self.coords:
+            x = torch.cat([x, self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
+        return self.net(x)
+
+    def latent(self, maps: Tensor) -> Tensor:
+        """The latent (B, latent_dim) of a patch map."""
+        return self.fc(maps.flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.latent(self.patch_map(x))
+
+
 def reconstruction_error(x: Tensor, recon: Tensor) -> Tensor:
     """Per-image mean squared error, shape (B,): DeepLense's anomaly score."""
     return ((recon - x) ** 2).flatten(1).mean(dim=1)
@@ -151,6 +209,8 @@ __all__ = [
     "DeepLenseDecoder",
     "DeepLenseEncoder",
     "SmallCNN",
+    "SpatialCNN",
+    "coordinate_channels",
     "conv_out",
     "deeplense_shapes",
     "reconstruction_error",

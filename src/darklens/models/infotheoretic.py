@@ -98,11 +98,14 @@ from darklens.data.transforms import AUGMENTATION_SETS, local_patch_swap, make_a
 from darklens.errors import DataError
 from darklens.models.base import Detector, register_detector
 from darklens.models.critics import CRITICS, ProjectionHead, couples_to_norm, make_critic
-from darklens.models.encoders import SmallCNN
+from darklens.models.encoders import SmallCNN, SpatialCNN
 from darklens.models.losses import PENALTIES, SEMI_FORMS, anomaly_push_loss, entropy_penalty
 from darklens.models.losses import infonce_loss as _infonce
 
 SCORES: tuple[str, ...] = ("norm", "neg_norm", "knn", "critic")
+# Backbones: SmallCNN (strided convolutions, global average pooling) or the position-aware
+# SpatialCNN (coordinate channels, no pooling, patch-level score ``patch_knn``).
+ENCODERS: tuple[str, ...] = ("pooled", "spatial")
 # The eight right-angle turns and flips, as (quarter turns, mirror first): identity first.
 _DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
 
@@ -189,6 +192,9 @@ class InfoTheoretic(Detector):
         knn_space: str = "backbone",
         bank_size: int = 4096,
         bank_dihedral: bool = True,
+        encoder: str = "pooled",
+        patch_dim: int = 32,
+        patch_bank_size: int = 4096,
         select_images: int = 512,
         eta: float = 1.0,
         semi_form: str = "logexp",
@@ -208,6 +214,8 @@ class InfoTheoretic(Detector):
             raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
         if entropy_on not in ("projection", "backbone"):
             raise ValueError(f"entropy_on must be 'projection' or 'backbone', got {entropy_on!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if knn_space not in ("projection", "backbone"):
             raise ValueError(f"knn_space must be 'projection' or 'backbone', got {knn_space!r}")
         if augment not in AUGMENTATION_SETS:
@@ -222,7 +230,9 @@ class InfoTheoretic(Detector):
 
         with torch.random.fork_rng(devices=[]):  # initial weights drawn from the config seed
             torch.manual_seed(int(seed))
-            self.backbone = SmallCNN(in_channels, width, depth, feat_dim)
+            self.backbone: nn.Module = (
+                SpatialCNN(in_channels, width, depth, feat_dim, image_size, patch_dim)
+                if encoder == "spatial" else SmallCNN(in_channels, width, depth, feat_dim))
             self.head = ProjectionHead(feat_dim, proj_dim, hidden=feat_dim)
             self.critic = make_critic(critic, proj_dim, temperature=temperature,
                                       normalize=normalize, hidden=critic_hidden)
@@ -236,6 +246,7 @@ class InfoTheoretic(Detector):
         self.register_buffer("center_vec", torch.zeros(z_dim))
         self.register_buffer("bank_backbone", torch.zeros(0, feat_dim))
         self.register_buffer("bank_projection", torch.zeros(0, proj_dim))
+        self.register_buffer("bank_patches", torch.zeros(0, 0, patch_dim))  # (N, s*s, patch_dim)
         self.register_buffer("selected_score", torch.tensor(-1))  # index into score_names()
         self.register_buffer("selection_values", torch.full((len(names),), float("nan")))
         self.register_buffer("consistency_values", torch.full((len(names),), float("nan")))
@@ -253,12 +264,21 @@ class InfoTheoretic(Detector):
     # ----------------------------------------------------------------- representation
     def score_names(self) -> list[str]:
         """Every score this configuration can give, in a fixed order."""
-        return list(SCORES) + (["recon"] if self.config["recon_weight"] > 0 else [])
+        return (list(SCORES) + (["patch_knn"] if self.config["encoder"] == "spatial" else [])
+                + (["recon"] if self.config["recon_weight"] > 0 else []))
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Backbone features h (B, feat_dim) and projections p (B, proj_dim)."""
         h = self.backbone(images)
         return h, self.head(h)
+
+    def _encode_maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """h, p and, for the spatial encoder, the patch map (B, patch_dim, s, s) (else None)."""
+        if not isinstance(self.backbone, SpatialCNN):
+            return (*self.encode(images), None)
+        maps = self.backbone.patch_map(images)
+        h = self.backbone.latent(maps)
+        return h, self.head(h), maps
 
     def _z(self, h: Tensor, p: Tensor) -> Tensor:
         """The representation the entropy term acts on, relative to the reference mode."""
@@ -496,14 +516,17 @@ class InfoTheoretic(Detector):
         transforms = _DIHEDRAL if self.config["bank_dihedral"] else _DIHEDRAL[:1]
         hs: list[list[Tensor]] = [[] for _ in transforms]
         ps: list[list[Tensor]] = [[] for _ in transforms]
+        ms: list[list[Tensor]] = [[] for _ in transforms]
         held, seen = [], 0
         for images in _take(loader, cap):
             images = self._first_view(images)
             for t, (turns, flip) in enumerate(transforms):
-                h, p = self.encode(torch.rot90(images.flip(-1) if flip else images, turns,
-                                               dims=(-2, -1)))
+                h, p, maps = self._encode_maps(torch.rot90(images.flip(-1) if flip else images,
+                                                           turns, dims=(-2, -1)))
                 hs[t].append(h)
                 ps[t].append(p)
+                if maps is not None:  # unit patch features (N, s*s, patch_dim)
+                    ms[t].append(F.normalize(maps.flatten(2).transpose(1, 2), dim=2))
             if val_loader is None:
                 held.append(images[(torch.arange(images.shape[0]) + seen) % 5 == 0])
             seen += images.shape[0]
@@ -520,10 +543,16 @@ class InfoTheoretic(Detector):
             keep = torch.arange(n) % 5 != 0
             keep[(torch.arange(n) % 5 == 0).nonzero().flatten()[n_sel:]] = True
         keep = keep.repeat(len(transforms)).to(bank_h.device)
+        bank_m = torch.cat([torch.cat(m)[:n] for m in ms]) if ms[0] else self.bank_patches
+        cap_m = int(self.config["patch_bank_size"])  # the patch bank is s*s times larger
         self.bank_backbone, self.bank_projection = bank_h[keep], bank_p[keep]
+        if ms[0]:
+            self.bank_patches = bank_m[keep][:cap_m]
         if sel_images.shape[0] >= 3 and self.bank_backbone.shape[0] > 0:
             self.select_score(sel_images)
         self.bank_backbone, self.bank_projection = bank_h, bank_p
+        if ms[0]:
+            self.bank_patches = bank_m[:cap_m]
         self._check_bank_collapse()
         self.train(was_training)
 
@@ -567,7 +596,7 @@ class InfoTheoretic(Detector):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:
         # The bank's size depends on the training set: take the saved shapes.
-        for name in ("bank_backbone", "bank_projection"):
+        for name in ("bank_backbone", "bank_projection", "bank_patches"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -591,12 +620,14 @@ class InfoTheoretic(Detector):
         """
         out: dict[str, list[Tensor]] = {n: [] for n in self.score_names()}
         for chunk in images.split(256):
-            h, p = self.encode(chunk)
+            h, p, maps = self._encode_maps(chunk)
             r = self.penalty(self._z(h, p))
             out["norm"].append(r)
             out["neg_norm"].append(-r)
             out["knn"].append(self._knn(h, p))
             out["critic"].append(self._critic_score(p))
+            if maps is not None:
+                out["patch_knn"].append(self._patch_knn(maps))
             if self.decoder is not None:
                 out["recon"].append(((self.decoder(h) - chunk) ** 2).flatten(1).mean(1))
         return {n: torch.cat(v) for n, v in out.items()}
@@ -610,6 +641,24 @@ class InfoTheoretic(Detector):
         sim = F.normalize(q, dim=1) @ F.normalize(bank, dim=1).T
         k = min(int(self.config["knn_k"]), bank.shape[0])
         return (1.0 - sim.topk(k, dim=1).values).mean(dim=1)
+
+    def _patch_knn(self, maps: Tensor) -> Tensor:
+        """Patch-level score: per position, the mean cosine distance of the image's patch
+        feature to its k nearest training patches at the same position; the maximum over
+        positions. A small perturbation changes a few patches, which a whole-image feature
+        averages away."""
+        bank = self.bank_patches
+        if bank.shape[0] == 0:
+            return torch.full((maps.shape[0],), float("nan"), device=maps.device)
+        q = F.normalize(maps.flatten(2).transpose(1, 2), dim=2)  # (B, P, C)
+        ref = bank.permute(1, 2, 0)  # (P, C, N), unit rows already
+        k = min(int(self.config["knn_k"]), bank.shape[0])
+        out = []
+        for part in q.split(32):
+            sim = torch.bmm(part.transpose(0, 1), ref)  # (P, b, N)
+            dist = (1.0 - sim.topk(k, dim=2).values).mean(dim=2)  # (P, b)
+            out.append(dist.max(dim=0).values)
+        return torch.cat(out)
 
     def _critic_score(self, p: Tensor) -> Tensor:
         bank = self.bank_projection
