@@ -69,3 +69,25 @@ def test_regression_runs_get_a_section(bench_dir, tmp_path):
     finally:
         (run / "metrics.json").unlink()
         (run / "population.json").unlink()
+
+
+def test_information_plane_points_come_from_the_loss_terms(tmp_path):
+    from darklens.report import figures
+    from darklens.report.html import information_plane_points
+
+    rows = "epoch,train_loss,infonce_bound,entropy_bound\n1,1.0,2.0,0.5\n2,0.5,3.0,0.25\n"
+    runs = {}
+    for det, text in (("infotheoretic", rows), ("dcae", "epoch,train_loss\n1,0.1\n")):
+        d = tmp_path / det
+        d.mkdir()
+        (d / "losses.csv").write_text(text)
+        runs[det] = [(0, d)]
+    results = {"detectors": {det: {"seeds": {"0": {"metrics": {"auroc": {"all": 0.8}}}}}
+                             for det in runs}}
+    points = information_plane_points(results, runs)
+    assert list(points) == ["infotheoretic"]  # no bounds recorded, no point
+    (p,) = points["infotheoretic"]
+    assert (p["entropy_bound"], p["infonce_bound"], p["auroc"]) == (0.25, 3.0, 0.8)
+    assert p["path"] == [(0.5, 2.0), (0.25, 3.0)]
+    fig = figures.information_plane_figure(points)
+    assert fig.axes[0].get_xlabel().startswith("entropy bound")

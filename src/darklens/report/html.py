@@ -133,6 +133,27 @@ def _read_losses(run_dir: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(fh)]
 
 
+def information_plane_points(results: dict[str, Any],
+                             runs: dict[str, list[tuple[int, Path]]]) -> dict[str, list[dict]]:
+    """Per detector, one point per seed whose losses.csv records ``infonce_bound`` and
+    ``entropy_bound``: the last epoch's pair, its per-epoch path and the seed's test AUROC."""
+    out: dict[str, list[dict]] = {}
+    for det, seeds in runs.items():
+        for seed, run_dir in seeds:
+            rows = [r for r in _read_losses(run_dir)
+                    if "infonce_bound" in r and "entropy_bound" in r]
+            if not rows:
+                continue
+            rec = results["detectors"][det]["seeds"].get(str(seed), {})
+            auroc = rec.get("metrics", {}).get("auroc", {}).get("all")
+            out.setdefault(det, []).append({
+                "entropy_bound": rows[-1]["entropy_bound"],
+                "infonce_bound": rows[-1]["infonce_bound"], "auroc": auroc,
+                "label": f"seed {seed}",
+                "path": [(r["entropy_bound"], r["infonce_bound"]) for r in rows]})
+    return out
+
+
 def _captions(data: LensData, idx: np.ndarray, scores: np.ndarray | None = None) -> list[str]:
     chi2 = data.metadata.get("substructure_chi2")
     out = []
@@ -244,6 +265,17 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
     if untrained:
         body += _note(f"No training epochs (nothing to learn): {', '.join(untrained)}.")
     add(("training", "Training curves (first seed)", body))
+
+    # --- information plane (detectors whose losses.csv has the InfoNCE and entropy bounds)
+    plane = information_plane_points(results, runs)
+    if plane:
+        add(("information-plane", "Information plane (every seed)",
+             _note("InfoNCE lower bound on I(X, Z) against the entropy bound R(z), the two terms "
+                   "of the information-theoretic objective, at the last epoch (grey: their path "
+                   "over the epochs); colour: the run's test AUROC (all anomalies). With the dot "
+                   "critic beta trades one against the other; with the cosine critic R only "
+                   "shapes a norm the critic never sees.")
+             + _img(figures.information_plane_figure(plane), "information plane")))
 
     # --- representation
     add(("representation", "Learned representation (first seed)",
