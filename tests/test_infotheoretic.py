@@ -357,3 +357,29 @@ def test_spatial_patch_score_finds_blobs() -> None:
     copy.eval()
     x = rings(6, 3, blob=True)
     assert torch.allclose(copy.score_all(x)["patch_knn"], det.score_all(x)["patch_knn"])
+
+
+def test_physical_pseudo_anomalies_drive_the_choice(trained: InfoTheoretic) -> None:
+    normal = rings(64, 7)
+    trained.set_pseudo_anomalies(rings(64, 9, blob=True))
+    try:
+        result = trained.select_score(normal)
+        diag = trained.diagnostics()
+    finally:
+        trained.set_pseudo_anomalies(None)
+    assert diag["pseudo_kind"] == "physical"
+    # Blobs are easy: the chosen score separates them; the patch-swap AUROC is kept beside.
+    assert result[trained.default_score]["pseudo_auroc"] > 0.9
+    assert diag["patch_swap_auroc"] == {n: pytest.approx(v["patch_swap_auroc"])
+                                        for n, v in result.items()}
+    assert trained.select_score(normal)[trained.default_score]["pseudo_auroc"] == pytest.approx(
+        trained.diagnostics()["patch_swap_auroc"][trained.default_score])
+
+
+def test_a_model_saved_before_the_patch_buffers_still_loads(trained: InfoTheoretic) -> None:
+    state = {k: v for k, v in trained.state_dict().items()
+             if k not in ("bank_patches", "patch_swap_values")}
+    copy = create_detector("infotheoretic", **trained.config)
+    copy.load_state_dict(state)
+    x = rings(4, 3)
+    assert torch.allclose(copy.eval().score(x), trained.score(x))

@@ -257,6 +257,8 @@ class InfoTheoretic(Detector):
         self.register_buffer("steps", torch.tensor(0))
         self.register_buffer("collapsed", torch.tensor(False))
         self.register_buffer("labelled", torch.zeros(0), persistent=False)
+        self.register_buffer("pseudo", torch.zeros(0), persistent=False)
+        self.register_buffer("patch_swap_values", torch.full((len(names),), float("nan")))
         self._warned = False
         self._term_sums: dict[str, float] = {}
         self._term_count = 0
@@ -300,6 +302,20 @@ class InfoTheoretic(Detector):
         if images.dim() != 4:
             raise ValueError(f"labelled anomalies must be (N, C, H, W), got {tuple(images.shape)}")
         self.labelled = images.detach().to(self.center_vec.device, torch.float32)
+
+    def set_pseudo_anomalies(self, images: Tensor | None) -> None:
+        """Pseudo-anomalies (N, C, H, W) for the label-free choice of score (None: clear).
+
+        E.g. validation normals re-rendered with random perturbers
+        (``darklens.simulate.pseudo.perturbed_normals``); without them the choice uses local
+        patch swaps of the validation images. Not saved with the model.
+        """
+        if images is None or images.numel() == 0:
+            self.pseudo = torch.zeros(0, device=self.center_vec.device)
+            return
+        if images.dim() != 4:
+            raise ValueError(f"pseudo-anomalies must be (N, C, H, W), got {tuple(images.shape)}")
+        self.pseudo = images.detach().to(self.center_vec.device, torch.float32)
 
     # ----------------------------------------------------------------- training
     def _contrastive_terms(
@@ -467,6 +483,10 @@ class InfoTheoretic(Detector):
                                                         strict=True)},
             "view_consistency": {n: float(v) for n, v in zip(names, self.consistency_values,
                                                             strict=True)},
+            "patch_swap_auroc": {n: float(v) for n, v in zip(names, self.patch_swap_values,
+                                                            strict=True)},
+            "pseudo_kind": "physical" if self.pseudo.dim() == 4 and self.pseudo.shape[0] else
+            "patch_swap",
             "bank_size": int(self.bank_backbone.shape[0]),
             "entropy_coupled": self.entropy_coupled,
         }
@@ -571,8 +591,10 @@ class InfoTheoretic(Detector):
     def select_score(self, images: Tensor) -> dict[str, dict[str, float]]:
         """Label-free choice of the default score on normal images (see the module docstring).
 
-        For every score: ``pseudo_auroc``, its AUROC between normal images and local
-        patch-swap pseudo-anomalies made from the same images (``local_patch_swap``), and
+        For every score: ``pseudo_auroc``, its AUROC between the normal images and
+        pseudo-anomalies: those given by ``set_pseudo_anomalies`` (physical perturbers) when
+        there are any, else local patch swaps of the same images (``local_patch_swap``; its
+        AUROC is always computed, as ``patch_swap_auroc``, for comparison); and
         ``view_consistency``, the Spearman correlation of its values on two independent
         augmented views. The winner has the highest pseudo-AUROC (rounded to 0.01), then the
         highest view consistency, then comes first in ``score_names``. Stored in buffers.
@@ -580,18 +602,24 @@ class InfoTheoretic(Detector):
         gen = torch.Generator().manual_seed(int(self.config["seed"]) + 104729)
         names = self.score_names()
         normal = self.score_all(images)
-        pseudo = self.score_all(local_patch_swap(images, gen))
+        swapped = self.score_all(local_patch_swap(images, gen))
         a = self.score_all(self.augment(images, gen))
         b = self.score_all(self.augment(images, gen))
-        auroc = torch.tensor([_auroc(normal[n], pseudo[n]) for n in names])
+        swap_auroc = torch.tensor([_auroc(normal[n], swapped[n]) for n in names])
+        if self.pseudo.dim() == 4 and self.pseudo.shape[0] > 0:
+            pseudo = self.score_all(self.pseudo)
+            auroc = torch.tensor([_auroc(normal[n], pseudo[n]) for n in names])
+        else:
+            auroc = swap_auroc
+        self.patch_swap_values.copy_(swap_auroc)
         consistency = torch.tensor([spearman(a[n], b[n]) for n in names])
         self.selection_values.copy_(auroc)
         self.consistency_values.copy_(consistency)
         best = max(range(len(names)), key=lambda i: (round(float(auroc[i]), 2),
                                                      round(float(consistency[i]), 6), -i))
         self.selected_score.fill_(best)
-        return {n: {"pseudo_auroc": float(auroc[i]), "view_consistency": float(consistency[i])}
-                for i, n in enumerate(names)}
+        return {n: {"pseudo_auroc": float(auroc[i]), "patch_swap_auroc": float(swap_auroc[i]),
+                    "view_consistency": float(consistency[i])} for i, n in enumerate(names)}
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:
@@ -599,6 +627,9 @@ class InfoTheoretic(Detector):
         for name in ("bank_backbone", "bank_projection", "bank_patches"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        # Buffers added after a model was saved keep their initial values (older runs load).
+        for name in ("bank_patches", "patch_swap_values"):
+            state_dict.setdefault(prefix + name, getattr(self, name))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._warned = False
 

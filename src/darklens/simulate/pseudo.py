@@ -1,0 +1,83 @@
+"""Physical pseudo-anomalies: normal lenses re-rendered with small random point-mass perturbers.
+
+Label-free model selection needs anomalies that look like the real ones without using any.
+A patch swap (``darklens.data.transforms.local_patch_swap``) is an image edit that no lens
+makes; here the simulator renders the *same* no_sub lens (same macro model, source, lens light
+and noise field: image ``i`` under ``seed`` is a pure function of ``(preset, seed, i)``) with
+1 to ``max_perturbers`` point masses added near the Einstein ring. Their masses and positions
+come from a broad prior that is deliberately not the preset's CDM or vortex prior:
+
+- total Einstein-radius-squared fraction f = sum theta_sub^2 / theta_E^2, log-uniform in
+  ``fraction`` (default 0.003 to 0.1), split evenly among the perturbers;
+- each at a radius uniform in ``radius`` x theta_E (default 0.6 to 1.4: on and around the
+  ring, where a perturber deflects lensed light) and a uniform angle around the lens centre.
+
+The noise sigma is that of the unperturbed image, and the noise field is the image's own, so a
+pseudo-anomaly differs from its normal image only by the perturbers' lensing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from darklens.simulate.presets import Preset, get_preset
+from darklens.simulate.simulator import _noise_sigma, draw_parameters, observe, render_noiseless
+
+
+def perturbed_normals(
+    preset: Preset | str,
+    indices: np.ndarray | Tensor,
+    seed: int,
+    pseudo_seed: int = 0,
+    max_perturbers: int = 3,
+    fraction: tuple[float, float] = (0.003, 0.1),
+    radius: tuple[float, float] = (0.6, 1.4),
+    batch_size: int = 256,
+) -> Tensor:
+    """The no_sub images ``indices`` under ``seed`` with random point masses: (B, 1, H, W).
+
+    ``pseudo_seed`` draws the perturbers (independent of the lens draws). Rendered on the eager
+    path (a few hundred images; compiling would not repay itself).
+    """
+    if max_perturbers < 1:
+        raise ValueError(f"max_perturbers must be at least 1, got {max_perturbers}")
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    point = dataclasses.replace(preset, cdm_profile="point")
+    idx_all = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+    gen = np.random.default_rng(pseudo_seed)
+    out = []
+    for start in range(0, idx_all.shape[0], batch_size):
+        idx = idx_all[start:start + batch_size]
+        p = draw_parameters(preset, "no_sub", idx, seed)
+        sigma = _noise_sigma(preset, p, render_noiseless(preset, p, backend="eager"))
+        p.update(_perturbers(p, gen, max_perturbers, fraction, radius))
+        clean = render_noiseless(point, p, substructure=True, backend="eager")
+        out.append(observe(preset, clean, sigma, seed, "no_sub", idx, backend="eager"))
+    return torch.cat(out).unsqueeze(1)
+
+
+def _perturbers(p: dict[str, Tensor], gen: np.random.Generator, k_max: int,
+                fraction: tuple[float, float], radius: tuple[float, float]) -> dict[str, Tensor]:
+    """Point-mass subhalo columns (``sub_mask``, ``sub_theta_e``, ``sub_x``, ``sub_y``)."""
+    b = p["theta_e"].shape[0]
+    count = gen.integers(1, k_max + 1, size=b)
+    mask = np.arange(k_max)[None, :] < count[:, None]
+    f = np.exp(gen.uniform(math.log(fraction[0]), math.log(fraction[1]), size=b))
+    theta_e = p["theta_e"].numpy()
+    theta_sub = theta_e[:, None] * np.sqrt(f / count)[:, None] * np.ones((1, k_max))
+    r = theta_e[:, None] * gen.uniform(radius[0], radius[1], size=(b, k_max))
+    phi = gen.uniform(0.0, 2 * math.pi, size=(b, k_max))
+    x = p["lens_center_x"].numpy()[:, None] + r * np.cos(phi)
+    y = p["lens_center_y"].numpy()[:, None] + r * np.sin(phi)
+    nan = np.nan
+    return {
+        "sub_mask": torch.as_tensor(mask),
+        "sub_theta_e": torch.as_tensor(np.where(mask, theta_sub, nan)),
+        "sub_x": torch.as_tensor(np.where(mask, x, nan)),
+        "sub_y": torch.as_tensor(np.where(mask, y, nan)),
+    }
