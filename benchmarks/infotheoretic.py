@@ -16,7 +16,18 @@ the baselines do not get, so ``knn (all V native views in the bank)`` is the mat
 
 Groups (``--groups``): default, beta, penalty, critic, entropy, temperature, batch, augment,
 hybrid, semi (0/10/50/250 labelled anomalies per class, and cdm-only labels tested on vortex),
-baselines (every other registered detector, same data, epochs and seeds).
+baselines (every other registered detector, same data, epochs and seeds), tradeoff (the beta
+curve: the dot critic, whose entropy bound acts on the z it scores, and the seed's cosine form,
+over ``TRADEOFF_BETAS``; prints both bounds, the R(z) and kNN AUROC per beta and writes an
+information-plane PNG next to the JSON), spatial (the position-aware encoder).
+
+Label-free choice (``--pseudo``): by default the score is chosen on physical pseudo-anomalies,
+the validation normals re-rendered with random point masses (``darklens.simulate.pseudo``);
+the JSON's ``selection_correlation`` gives, per preset, the Spearman correlation of the test
+AUROC with that pseudo-AUROC and with the patch-swap AUROC over every run and score.
+
+    python benchmarks/infotheoretic.py --preset demo --groups tradeoff --seeds 1 --epochs 12 \
+        --views 1 --threads 1 --out benchmarks/results/infotheoretic-tradeoff-demo.json
 
     python benchmarks/infotheoretic.py --smoke                      # about a minute
     python benchmarks/infotheoretic.py --preset demo --seeds 3 --ablation-seeds 1 --epochs 12 \
@@ -207,6 +218,8 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
                                            if run.detector == "infotheoretic" else run.config))
     cfg = {**type(det).train_defaults, "epochs": epochs, "seed": seed, "progress": False,
            **run.train}
+    if run.detector == "infotheoretic" and data.get("pseudo") is not None:
+        det.set_pseudo_anomalies(data["pseudo"])
     if run.labelled:
         parts = [data["labelled"][c][:n] for c, n in run.labelled.items()]
         det.set_labelled_anomalies(torch.as_tensor(np.concatenate(parts)))
@@ -264,7 +277,7 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
 
 
 def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Path,
-              seed: int = 0, views: int = 1) -> dict[str, Any]:
+              seed: int = 0, views: int = 1, pseudo: str = "physical") -> dict[str, Any]:
     train = simulate(preset, n_train, 1000 + seed, ("no_sub",), cache)
     test = simulate(preset, n_test, 2000 + seed, CLASSES, cache)
     x = torch.as_tensor(train.images)
@@ -272,7 +285,13 @@ def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Pa
     out: dict[str, Any] = {
         "train": TensorDataset(x[n_val:]), "val": TensorDataset(x[:n_val]),
         "train_images": x[n_val:], "val_images": x[:n_val], "test": test,
+        "pseudo": None,
     }
+    if pseudo == "physical":  # the validation normals with random point-mass perturbers
+        from darklens.simulate.pseudo import perturbed_normals
+
+        out["pseudo"] = perturbed_normals(preset_for(preset), np.arange(n_val), 1000 + seed,
+                                          pseudo_seed=7 + seed)
     if views > 1:
         # The same training lenses rendered ``views`` times (view 0 is the image above).
         stack = native_views(preset, n_train, 1000 + seed, views, cache)
@@ -423,6 +442,49 @@ def write_information_plane(curves: dict[str, dict[str, list[dict[str, Any]]]],
     return paths
 
 
+def selection_correlation(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per preset: does a pseudo-AUROC rank configurations and scores like the test AUROC?
+
+    Over every unsupervised infotheoretic run (not baselines, not semi-supervised) and every
+    score it has: the Spearman correlation of the test AUROC (all anomalies) with the
+    physical pseudo-AUROC (perturbed validation normals) and with the patch-swap AUROC; and,
+    per run, of the chosen score's pseudo-AUROC with its test AUROC.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for preset in sorted({r["preset"] for r in records if "scores" in r}):
+        pairs: dict[str, list[tuple[float, float]]] = {"physical": [], "patch_swap": [],
+                                                        "chosen": []}
+        for r in records:
+            if ("scores" not in r or r["preset"] != preset or r["detector"] != "infotheoretic"
+                    or r["group"] in ("semi", "baselines", "long") or not r["diagnostics"]):
+                continue
+            d = r["diagnostics"]
+            for name, sc in r["scores"].items():
+                if sc is None:
+                    continue
+                test = sc["auroc"]["all"]
+                if d.get("pseudo_kind") == "physical":
+                    pairs["physical"].append((d["pseudo_auroc"][name], test))
+                if name in d.get("patch_swap_auroc", {}):
+                    pairs["patch_swap"].append((d["patch_swap_auroc"][name], test))
+            chosen = r["scores"].get(r["default_score"])
+            if chosen is not None:
+                pairs["chosen"].append((d["pseudo_auroc"][r["default_score"]],
+                                        chosen["auroc"]["all"]))
+        out[preset] = {k: {"n": len(v), "spearman": _spearman(v)} for k, v in pairs.items()}
+    return out
+
+
+def _spearman(pairs: list[tuple[float, float]]) -> float | None:
+    from scipy.stats import spearmanr
+
+    pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+    if len(pairs) < 3:
+        return None
+    rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+    return None if not math.isfinite(rho) else float(rho)
+
+
 def label_free_pick(table: list[dict[str, Any]]) -> dict[str, Any]:
     """Per preset, the unsupervised infotheoretic configuration with the best pseudo-AUROC."""
     picks = {}
@@ -440,7 +502,8 @@ def label_free_pick(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", action="append", choices=("demo", "model-a64"),
+    p.add_argument("--preset", action="append",
+                   choices=("demo", "model-a64", "model-ii", "model-iii"),
                    help="repeatable; default: demo and model-a64")
     p.add_argument("--groups", default=",".join(GROUPS),
                    help=f"comma-separated subset of {','.join(GROUPS)}")
@@ -460,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="learning curve (test AUROC per epoch) for the default config, seed 0")
     p.add_argument("--smoke", action="store_true", help="tiny run (about a minute)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pseudo", choices=("physical", "patch-swap"), default="physical",
+                   help="pseudo-anomalies of the label-free choice: the validation normals "
+                   "re-rendered with random point masses (darklens.simulate.pseudo), or "
+                   "local patch swaps of them (the earlier proxy); both AUROCs are recorded")
     p.add_argument("--cache", default="runs/bench-cache")
     p.add_argument("--out", default="benchmarks/results/infotheoretic.json")
     p.add_argument("--resume", action="store_true",
@@ -493,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     for preset in presets:
         t = time.perf_counter()
         datasets[preset] = load_data(preset, args.n_train, args.n_test, n_labelled, cache,
-                                     views=max([r.views for r in runs] + [1]))
+                                     views=max([r.views for r in runs] + [1]),
+                                     pseudo=args.pseudo)
         print(f"[{preset}] data ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     main_groups = ("default", "baselines")
     # Main comparison for every seed first, then the ablations: a budget cut leaves complete
@@ -523,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "args": vars(args), "torch_threads": torch.get_num_threads(),
             "complete": final, "wall_seconds": time.perf_counter() - start, "table": table,
             "label_free_pick": label_free_pick(table), "beta_curves": beta_curves(table),
+            "selection_correlation": selection_correlation(records + pending),
             "records": records + pending,
         }
         write_json_atomic(args.out, payload)
@@ -554,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         print_beta_curves(curves)
         for path in write_information_plane(curves, out_path):
             print(f"wrote {path}")
+    for preset, corr in payload["selection_correlation"].items():
+        print(f"pseudo-AUROC vs test AUROC on {preset} (Spearman, every run and score): "
+              + ", ".join(f"{k} {_opt(v['spearman']).strip()} (n={v['n']})"
+                          for k, v in corr.items()))
     for preset, pick in payload["label_free_pick"].items():
         print(f"label-free pick on {preset}: {pick['label']} (pseudo-AUROC "
               f"{pick['pseudo_auroc']:.3f}) -> test AUROC {pick['test_auroc_all']:.3f}")
