@@ -20,7 +20,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/darklens demo --out runs/demo
 
+# lint-imports: the import layers of pyproject.toml ([tool.importlinter]) hold.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
