@@ -11,14 +11,27 @@ and f is a critic (``darklens.models.critics``).
 
 Architecture and where each term acts (explicit config keys):
 
-    x -> backbone (SmallCNN) -> h (feat_dim) -> projection head -> p (proj_dim) -> critic f
+    x -> backbone -> h (feat_dim) -> projection head -> p (proj_dim) -> critic f
 
+- ``encoder``: ``"pooled"`` (SmallCNN: strided from the first layer, global average pooling;
+  where a feature sits is lost) or ``"spatial"`` (``encoders.SpatialCNN``: coordinate channels
+  x, y, r around the lens centre, no pooling, h from the whole patch map; adds the patch-level
+  score ``patch_knn``).
 - ``entropy_on``: ``"projection"`` (R acts on p) or ``"backbone"`` (R acts on h). The critic
   always sees p.
-- ``normalize``: whether the critic sees p / ||p|| (the cosine critic always does) while the
-  penalty sees the raw, unnormalised z. With a direction-only critic the norm of z is a free
-  axis that only the penalty shapes; with ``normalize=False`` and a bilinear or MLP critic, the
-  penalty and the critic pull on the same norm.
+- ``critic`` and the trade-off. Only ``critic="dot"`` (f = p . pbar / temperature on the raw p)
+  with the entropy on the projection makes beta trade I(X, Z) against H(Z): a smaller p is a
+  blunter critic, so raising beta lowers the entropy bound and the InfoNCE bound together
+  (``entropy_coupled`` in ``diagnostics``; losses.csv records both per epoch). The cosine
+  critic (the default, and the seed's form) sees p / ||p||, so R(p) is lowered by shrinking the
+  head's last layer at no cost to InfoNCE; beta then only shapes the norm that the ``norm``
+  score reads. The learned bilinear and MLP critics can absorb a shrinking p in their weights.
+  Measured on ``demo`` (1000 normals, 12 epochs, one seed, 2026-12-03; ``python
+  benchmarks/infotheoretic.py --preset demo --groups tradeoff``): beta 0 -> 1 moves the dot
+  critic's entropy bound 3.98 -> 0.90 and its InfoNCE bound 4.59 -> 4.18 nats, kNN AUROC
+  0.85-0.88; the cosine form's InfoNCE bound does not fall (4.69 -> 4.72) and its kNN AUROC is
+  0.92-0.95. The real trade-off is the option; the better detector is the default.
+- ``normalize``: whether the bilinear or MLP critic sees p / ||p||.
 
 Anomaly scores (``score_all`` gives them all; ``score`` the selected one):
 
@@ -31,14 +44,14 @@ Anomaly scores (``score_all`` gives them all; ``score`` the selected one):
   as a kernel density of the image under the normal training features (low = anomalous).
 - ``recon``: reconstruction MSE, only for the autoencoder hybrid (``recon_weight > 0``).
 
-Default score (``score="auto"``): chosen without anomalies, by view consistency on normal
-validation images: each image gets two independent augmented views, each score is computed on
-both, and the Spearman rank correlation between the two is the criterion. A score whose ranking
-of normal images survives lens-preserving transformations measures image content rather than
-nuisance, so a real deviation can stand out of it. This measures reliability, not validity:
-``norm`` and ``neg_norm`` tie exactly (a rank correlation does not see the sign), and the tie
-goes to ``norm``, the direction the objective itself trains (normal data are pulled to the
-reference mode). Every score is reported so the choice can be checked.
+Default score (``score="auto"``): chosen without anomaly labels on normal validation images
+(``select_score``): first by pseudo-AUROC, the AUROC of each score between those images and
+pseudo-anomalies, either physical ones given by ``set_pseudo_anomalies`` (the same lenses
+re-rendered by the simulator with random point-mass perturbers,
+``darklens.simulate.pseudo``) or, without them, local patch swaps of the images; ties (to
+0.01) go to view consistency, the Spearman correlation of a score's values on two independent
+augmented views (reliability, not validity: ``norm`` and ``neg_norm`` tie exactly there).
+Every score and both pseudo-AUROCs are reported so the choice can be checked.
 
 Collapse watch: a large beta can drive every z to the mode (AUROC 0.5). The median over
 dimensions of the batch standard deviation of z is tracked (buffers ``z_std_initial``,
@@ -73,7 +86,11 @@ used for these choices): ``benchmarks/results/infotheoretic-demo*.json``.
 
 Semi-supervised form: with labelled anomalies (``set_labelled_anomalies`` or a batch dict with
 ``"anomalies"``), the loss adds ``eta * mean -log(1 - exp(-R(z_a)))`` (``semi_form="logexp"``,
-see ``losses.anomaly_push_loss`` for why; Deep SAD's ``1/(R + eps)`` is ``"inverse"``).
+see ``losses.anomaly_push_loss`` for why; Deep SAD's ``1/(R + eps)`` is ``"inverse"``). This is
+a Deep-SAD-like substitute, not the seed's third term: that term,
+E_{p_n(X)} E_{p_n(Z|X)}[-log p_a(Z|X)], needs a model of the anomalies' conditional density
+p_a(Z|X), which we do not have; we read exp(-R(z)) as the probability that z is normal and
+push labelled anomalies out of it. losses.csv records it as ``semi_term``.
 
 Hybrids (the proposal's "objective applied to other architectures"): ``center=True`` puts the
 reference mode at the mean feature of the initial network (Deep SVDD's centre; score = squared
