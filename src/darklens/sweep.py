@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from darklens.data.dataset import Normaliser
 from darklens.data.fingerprint import fingerprint
@@ -154,6 +155,7 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
         cfg_values["epochs"] = setup.epochs
     cfg_values.update(seed=setup.seed, progress=False, device=setup.device,
                       max_minutes=setup.max_minutes)
+    _set_physical_pseudo(det, data, dd, setup)
     result = fit(det, dd.train, dd.val, TrainConfig.from_dict(cfg_values))
     details: dict[str, Any] = {"epochs_run": result.epochs_run, "seconds": result.seconds,
                                "best_val_loss": result.best_val_loss}
@@ -168,6 +170,21 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
     else:
         value, details["n"] = _labelled_auroc(setup, det, dd.normaliser)
     return float(value), details
+
+
+def _set_physical_pseudo(det: Any, data: LensData, dd: Any, setup: SweepSetup) -> None:
+    """Give a detector with a label-free choice physical pseudo-anomalies: its validation
+    normals re-rendered with random point masses (``darklens.simulate.pseudo``), when the data
+    say how darklens simulated them; else it keeps its own proxy (patch swaps)."""
+    if not hasattr(det, "set_pseudo_anomalies") or not isinstance(data, LensData):
+        return
+    from darklens.simulate.pseudo import pseudo_for_data
+
+    normal_id = data.class_names.index(setup.normal)
+    rows = dd.split.val[data.labels[dd.split.val] == normal_id]
+    pseudo = pseudo_for_data(data, rows, pseudo_seed=setup.seed)
+    if pseudo is not None:
+        det.set_pseudo_anomalies(torch.as_tensor(dd.normaliser(pseudo.numpy())))
 
 
 def _labelled_auroc(setup: SweepSetup, det: Any, normaliser: Normaliser) -> tuple[float, dict]:

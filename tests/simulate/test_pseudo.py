@@ -36,3 +36,37 @@ def test_perturbers_change_the_image_near_the_ring_and_are_reproducible(normals)
 def test_bad_count() -> None:
     with pytest.raises(ValueError):
         perturbed_normals("demo", np.arange(2), 5, max_perturbers=0)
+
+
+def test_pseudo_for_data_uses_what_the_data_record_of_their_simulation(normals) -> None:
+    from darklens.data.lensdata import LensData
+    from darklens.simulate.pseudo import pseudo_for_data
+
+    data = simulate_dataset("demo", 6, 5, classes=("no_sub",), backend="eager")
+    rows = np.array([4, 1])
+    got = pseudo_for_data(data, rows, pseudo_seed=3)
+    want = perturbed_normals("demo", np.array([4, 1]), 5, pseudo_seed=3)
+    assert torch.equal(got, want)
+    bare = LensData(images=data.images, labels=data.labels)  # no record of the simulation
+    assert pseudo_for_data(bare, rows) is None
+    assert pseudo_for_data(data, np.array([], dtype=int)) is None
+
+
+def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None:
+    from darklens.sweep import SweepSetup, _set_physical_pseudo
+    from darklens.train.data import detection_data
+
+    data = simulate_dataset("demo", 20, 5, classes=("no_sub", "cdm"), backend="eager")
+    dd = detection_data(data, "no_sub", 0)
+
+    class Det:
+        pseudo = None
+
+        def set_pseudo_anomalies(self, images):
+            self.pseudo = images
+
+    det = Det()
+    _set_physical_pseudo(det, data, dd, SweepSetup("infotheoretic", data, [], {}, "pseudo_auroc"))
+    n_val = int((data.labels[dd.split.val] == 0).sum())
+    assert det.pseudo is not None and det.pseudo.shape == (n_val, 1, 64, 64)
+    assert float(det.pseudo.min()) >= 0.0 and float(det.pseudo.max()) <= 1.0  # minmax, as trained

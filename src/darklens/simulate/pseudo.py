@@ -81,3 +81,28 @@ def _perturbers(p: dict[str, Tensor], gen: np.random.Generator, k_max: int,
         "sub_x": torch.as_tensor(np.where(mask, x, nan)),
         "sub_y": torch.as_tensor(np.where(mask, y, nan)),
     }
+
+
+def pseudo_for_data(data: object, rows: np.ndarray, pseudo_seed: int = 0) -> Tensor | None:
+    """Physical pseudo-anomalies for the no_sub images ``rows`` of a data set darklens simulated.
+
+    The data must say how they were made (``attrs["preset"]`` and ``attrs["seed"]``, and the
+    per-image ``metadata["index"]``, as ``simulate_dataset`` and ``darklens simulate`` record
+    them); otherwise, or for an empty selection, None (the caller falls back to patch swaps).
+    Returned as the simulator renders them, before any normalisation of the training run.
+    """
+    from darklens.simulate.presets import from_dict
+
+    attrs = getattr(data, "attrs", None) or {}
+    meta = getattr(data, "metadata", None) or {}
+    rows = np.asarray(rows)
+    if rows.size == 0 or not isinstance(attrs.get("preset"), dict) or "seed" not in attrs \
+            or "index" not in meta:
+        return None
+    try:
+        preset = from_dict(attrs["preset"])
+        seed = int(attrs["seed"])
+    except (TypeError, ValueError):
+        return None
+    index = np.asarray(meta["index"])[rows].astype(np.int64)
+    return perturbed_normals(preset, index, seed, pseudo_seed=pseudo_seed)
