@@ -91,7 +91,8 @@ NATIVE = {"augment": "none"}  # simulator-native views need no augmentation (mea
 TERM_COLUMNS = ("infonce_bound", "entropy_bound", "semi_term", "recon_term")
 
 
-def ablation_runs(groups: tuple[str, ...], views: int = 4) -> list[Run]:
+def ablation_runs(groups: tuple[str, ...], views: int = 4,
+                  baselines: tuple[str, ...] | None = None) -> list[Run]:
     """Every configuration of the requested groups, in priority order."""
     runs: list[Run] = []
     if "default" in groups:
@@ -101,7 +102,7 @@ def ablation_runs(groups: tuple[str, ...], views: int = 4) -> list[Run]:
                             views=views))
     if "baselines" in groups:
         runs += [Run("baselines", name, detector=name) for name in list_detectors()
-                 if name != "infotheoretic"]
+                 if name != "infotheoretic" and (baselines is None or name in baselines)]
         if views > 1:
             runs.append(Run("baselines", f"knn (all {views} native views in the bank)",
                             detector="knn", views=views, flatten_views=True))
@@ -523,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="learning curve (test AUROC per epoch) for the default config, seed 0")
     p.add_argument("--smoke", action="store_true", help="tiny run (about a minute)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated detectors of the baselines group (default: all)")
     p.add_argument("--pseudo", choices=("physical", "patch-swap"), default="physical",
                    help="pseudo-anomalies of the label-free choice: the validation normals "
                    "re-rendered with random point masses (darklens.simulate.pseudo), or "
@@ -550,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                 Run("baselines", "deep-svdd", detector="deep-svdd"),
                 Run("baselines", "knn", detector="knn")]
     else:
-        runs = ablation_runs(groups, args.views)
+        runs = ablation_runs(groups, args.views, tuple(args.baselines.split(","))
+                             if args.baselines else None)
     n_labelled = max([max(r.labelled.values()) for r in runs if r.labelled] or [0])
     start = time.perf_counter()
     budget = args.budget_minutes * 60
