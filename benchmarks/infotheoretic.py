@@ -437,7 +437,8 @@ def write_information_plane(curves: dict[str, dict[str, list[dict[str, Any]]]],
         fig = information_plane_figure(forms)
         fig.axes[0].set_title(f"information plane, {preset} (test AUROC of the chosen score)",
                               fontsize=9)
-        path = out_json.with_name(f"{out_json.stem}-{preset}-information-plane.png")
+        stem = out_json.stem if preset in out_json.stem else f"{out_json.stem}-{preset}"
+        path = out_json.with_name(f"{stem}-information-plane.png")
         fig.savefig(path, dpi=90)
         paths.append(str(path))
     return paths
