@@ -76,6 +76,24 @@ def test_knn_and_resume_from_the_command_line(data_dir, tmp_path):
                  "--out", str(run), "--no-progress"]) == 2
 
 
+def test_infotheoretic_reports_r_z_beside_knn(data_dir, tmp_path, capsys):
+    run = tmp_path / "info"
+    assert main(["train", "--detector", "infotheoretic", "--data", str(data_dir / "train"),
+                 "--out", str(run), "--epochs", "2", "--batch-size", "16", "--no-progress",
+                 "--config", '{"width": 8, "depth": 3, "feat_dim": 32, "proj_dim": 16, '
+                 '"critic": "dot", "beta": 0.1}']) == 0
+    with open(run / "losses.csv") as fh:
+        header = fh.readline().strip().split(",")
+    assert {"infonce_bound", "entropy_bound", "train_loss"} <= set(header)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(data_dir / "test")]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    every = m["every_score"]
+    assert {"norm", "knn", "critic"} <= set(every)
+    assert set(every["norm"]) == {"all", "cdm", "vortex"}
+    assert "every score, AUROC all: norm" in capsys.readouterr().out
+
+
 def test_user_mistakes_exit_2_with_one_line(data_dir, tmp_path, capsys):
     assert main(["train", "--detector", "nope", "--data", str(data_dir / "train"),
                  "--out", str(tmp_path / "r")]) == 2

@@ -32,7 +32,7 @@ from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.evaluate.scoring import score_images
+from darklens.evaluate.scoring import score_all_images, score_images
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: cannot evaluate: {err}") from err
     metrics["test_set"] = {"data": str(Path(args.data).resolve()), "images": which,
                            "n": int(len(idx))}
+    every = _every_score(detector, normaliser(images), ~bad, labels, data.class_names, normal,
+                         args)
+    if every:
+        metrics["every_score"] = every
     if not_scored is not None:
         metrics["not_scored"] = not_scored
     run_dir = Path(args.run)
@@ -114,9 +118,26 @@ def run(args: argparse.Namespace) -> int:
     au = metrics["auroc"]
     print(f"{config['detector']} on {which}: " + ", ".join(
         f"AUROC {k} {v:.3f}" for k, v in au.items()))
+    if every:  # R(z) ("norm"), the proposal's own score, beside kNN and the rest
+        print("every score, AUROC all: " + ", ".join(
+            f"{k} {v['all']:.3f}" for k, v in every.items() if v is not None))
     print(json.dumps({"n": metrics["n"]}))
     print(f"wrote {run_dir / 'metrics.json'}")
     return 0
+
+
+def _every_score(detector, images: np.ndarray, keep: np.ndarray, labels: np.ndarray,
+                 class_names, normal: str, args: argparse.Namespace) -> dict | None:
+    """AUROC of every score of a detector that has several (metrics.json ``every_score``)."""
+    scores = score_all_images(detector, images, args.batch_size, args.device)
+    if not scores:
+        return None
+    out = {}
+    for name, s in scores.items():
+        s = s[keep]
+        out[name] = (anomaly_metrics(s, labels, class_names, normal)["auroc"]
+                     if np.isfinite(s).all() else None)
+    return out
 
 
 def not_scored_record(where: np.ndarray, data) -> dict:
