@@ -527,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--baselines", default=None,
                    help="comma-separated detectors of the baselines group (default: all)")
+    p.add_argument("--only", action="append",
+                   help="repeatable: run only the configuration with this label")
     p.add_argument("--pseudo", choices=("physical", "patch-swap"), default="physical",
                    help="pseudo-anomalies of the label-free choice: the validation normals "
                    "re-rendered with random point masses (darklens.simulate.pseudo), or "
@@ -556,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = ablation_runs(groups, args.views, tuple(args.baselines.split(","))
                              if args.baselines else None)
+        if args.only:
+            runs = [r for r in runs if r.label in args.only]
     n_labelled = max([max(r.labelled.values()) for r in runs if r.labelled] or [0])
     start = time.perf_counter()
     budget = args.budget_minutes * 60
