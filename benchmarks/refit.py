@@ -4,7 +4,8 @@ Two parts, each printing a table and writing JSON:
 
 ``fitter``: on ``no_sub`` images of each preset (and, with ``--xsim DIR``, of the
 lenstronomy-made set of ``benchmarks/cross_simulator.py``), trains the initial-guess network,
-fits every image on ``--threads`` threads and reports fitted images/s (per thread), the median
+fits every image on ``--threads`` threads (after a warm-up fit of two images, which compiles the
+renderer; its seconds are recorded apart) and reports fitted images/s (per thread), the median
 reduced chi-square and how often the fitted Einstein radius is within 1% of the truth::
 
     python benchmarks/refit.py fitter --presets demo,model-a64 --n 200 --threads 1 \\
@@ -86,6 +87,12 @@ def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, pri
     t0 = time.perf_counter()
     net, errors = train_initial_guess(inst, prior, guess_images, 8, seed=seed)
     t_guess = time.perf_counter() - t0
+    from darklens.simulate import compiled
+
+    t0 = time.perf_counter()  # the first batch compiles the renderer's graphs: timed apart
+    fit_smooth_lens(images[:2], inst, FitOptions(moment_starts=1), guess=net)
+    t_warm = time.perf_counter() - t0
+    before = compiled.usage.copy()
     t0 = time.perf_counter()
     fit = fit_smooth_lens(images, inst, FitOptions(moment_starts=1), guess=net)
     seconds = time.perf_counter() - t0
@@ -93,6 +100,7 @@ def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, pri
     return {"data": name, "n": len(fit), "threads": threads, "fit_seconds": seconds,
             "images_per_s_per_thread": len(fit) / seconds / threads,
             "guess_training_seconds": t_guess, "guess_prior": prior.name,
+            "warm_up_seconds": t_warm, "renderer": compiled.paths_since(before),
             "median_chi2_red": float(np.median(fit.chi2_red)),
             "p90_chi2_red": float(np.percentile(fit.chi2_red, 90)),
             "theta_e_within_1pct": float(np.mean(rel < 0.01)),

@@ -61,9 +61,9 @@ def perturber_statistic(fitter: SmoothLensFitter, images: np.ndarray | Tensor,
         var = float(fit.params["noise_s0"][i]) + float(fit.params["noise_s1"][i]) * \
             light.clamp_min(0)
         sqrt_w = var.rsqrt()
-        r_w, jac = fitter._residual_and_jacobian(u, data, sqrt_w)  # (1, P), (1, P, K)
+        r_w, jac_t = fitter._residual_and_jacobian(u, data, sqrt_w)  # (1, P), (1, K, P)
         comps = renderer.components(u)  # (1, C, P)
-        design = torch.cat([jac[0], (sqrt_w * comps[0]).T, sqrt_w.T], 1)  # (P, K + C + 1)
+        design = torch.cat([jac_t[0].T, (sqrt_w * comps[0]).T, sqrt_w.T], 1)  # (P, K + C + 1)
         q, _ = torch.linalg.qr(design.double())
         # gradient of the lensed source at every (sub)pixel
         p, bx, by = renderer.source_plane(u)

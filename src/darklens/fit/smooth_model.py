@@ -8,7 +8,11 @@ Amplitudes (source, lens light) and a constant background are linear and are sol
 every step (:func:`solve_linear`), so they never appear in ``u``.
 
 Rendering reuses the simulator's physics functions (:mod:`darklens.simulate.physics`), so a
-fit to the simulator's own images can reach the noise exactly.
+fit to the simulator's own images can reach the noise exactly. Where the simulator's compiled
+path is available (:mod:`darklens.simulate.compiled`, chosen by ``DARKLENS_SIM_BACKEND`` as for
+the simulator), ``components`` renders through its fused graph instead: the same physics as
+one loop over the pixels, 5-9x faster on one core than eager at 64x64 (the fitter renders each
+image about a thousand times); values agree with eager to float rounding.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from torch import Tensor
 
 from darklens.fit.instrument import Instrument
-from darklens.simulate import physics
+from darklens.simulate import compiled, physics
 
 E_MAX = 0.5  # |e1|, |e2| bound: q >= 0.17
 
@@ -112,8 +116,10 @@ class SmoothRenderer:
     number of pixels, PSF applied; the full model is ``amplitudes . components + background``.
     """
 
-    def __init__(self, inst: Instrument, dtype: torch.dtype = torch.float32):
+    def __init__(self, inst: Instrument, dtype: torch.dtype = torch.float32,
+                 backend: str | None = None):
         self.inst = inst
+        self.backend = backend  # None: DARKLENS_SIM_BACKEND, else auto
         self.specs = parameter_specs(inst)
         self.dtype = dtype
         self.x, self.y = physics.pixel_grid(inst.n_pix, inst.pixel_scale, inst.supersample, dtype)
@@ -151,8 +157,70 @@ class SmoothRenderer:
                                       sq, sphi, p["source_x"].view(-1, 1),
                                       p["source_y"].view(-1, 1))
 
-    def components(self, u: Tensor) -> Tensor:
-        """Unit-amplitude images (B, C, P) of the source (and lens light), PSF applied."""
+    def components(self, u: Tensor, parts: tuple[int, ...] | None = None) -> Tensor:
+        """Unit-amplitude images (B, C, P) of the source (and lens light), PSF applied; with
+        ``parts``, only those components (B, len(parts), P), in that order.
+
+        Through the compiled graph where available and nothing needs a gradient, else eager.
+        """
+        parts = tuple(range(self.n_components)) if parts is None else parts
+        eligible = self.dtype == torch.float32 and not (torch.is_grad_enabled() and
+                                                        u.requires_grad)
+        return compiled.dispatch(self.backend, u.shape[0], lambda: self._compiled(u, parts),
+                                 lambda: self._eager(u)[:, list(parts)], eligible=eligible)
+
+    def dependencies(self) -> list[list[int]]:
+        """For each component, the columns of ``u`` it depends on: the lens light does not
+        move with the mass model or the source, the source not with the light's shape, so a
+        finite-difference Jacobian re-renders only what a step changes."""
+        names = [s.name for s in self.specs]
+        light = {"lens_x", "lens_y", "psf_fwhm"}
+        source = [i for i, n in enumerate(names) if not n.startswith("light_")]
+        if not self.inst.lens_light:
+            return [source]
+        return [source, [i for i, n in enumerate(names) if n.startswith("light_") or n in light]]
+
+    def _psf_taps(self, p: dict[str, Tensor], b: int) -> Tensor | None:
+        """Per-image PSF taps (B, 2R+1), or None without a PSF."""
+        inst = self.inst
+        fwhm = p["psf_fwhm"] if inst.psf_fwhm is None else None
+        if fwhm is None and not inst.psf_fwhm:
+            return None
+        if fwhm is None:
+            fwhm = torch.full((b,), float(inst.psf_fwhm), dtype=self.dtype)
+        sigma = physics.fwhm_to_sigma(fwhm) / inst.pixel_scale
+        return physics.gaussian_kernel_1d(sigma, self.radius, self.dtype)
+
+    def _compiled(self, u: Tensor, parts: tuple[int, ...]) -> Tensor:
+        """:meth:`_eager` through :func:`darklens.simulate.compiled.render` (one fused loop)."""
+        inst = self.inst
+        p = to_physical(u, self.specs)
+        b, m = u.shape[0], inst.n_pix * inst.supersample
+        lq, lphi = axis_ratio_angle(p["lens_e1"], p["lens_e2"])
+        e = torch.sqrt(torch.clamp(1.0 - lq * lq, min=1e-8))
+        lens = torch.stack([p["lens_x"], p["lens_y"], torch.cos(lphi), torch.sin(lphi), lq * lq,
+                            e, p["theta_e"] * torch.sqrt(lq) / e, p["gamma1"], p["gamma2"]], 1)
+        one = torch.ones_like(lq)
+        sq, sphi = axis_ratio_angle(p["source_e1"], p["source_e2"])
+        columns = [(lens, compiled.sersic_columns(one, p["source_r_eff"], p["source_n"], sq, sphi,
+                                                   p["source_x"], p["source_y"]))]
+        if inst.lens_light:
+            gq, gphi = axis_ratio_angle(p["light_e1"], p["light_e2"])
+            no_lens = torch.zeros_like(lens)
+            no_lens[:, 2], no_lens[:, 4], no_lens[:, 5] = 1.0, 1.0, 1.0  # b = 0: no deflection
+            columns.append((no_lens, compiled.sersic_columns(
+                one, p["light_r_eff"], p["light_n"], gq, gphi, p["lens_x"], p["lens_y"])))
+        taps = self._psf_taps(p, b)
+        x, y = self.x.view(1, m, m), self.y.view(1, m, m)
+        area = inst.pixel_scale ** 2  # compiled.render returns flux per pixel: undo it
+        images = [compiled.render(x, y, lens_cols, light, None, None, None, None, taps,
+                                  n_pix=inst.n_pix, factor=inst.supersample,
+                                  pixel_scale=inst.pixel_scale) / area
+                  for lens_cols, light in (columns[i] for i in parts)]
+        return torch.stack(images, 1).reshape(b, len(parts), inst.n_pix * inst.n_pix)
+
+    def _eager(self, u: Tensor) -> Tensor:
+        """Eager PyTorch rendering (differentiable; any dtype)."""
         p, bx, by = self.source_plane(u)
         images = [self.source_light(p, bx, by)]
         if self.inst.lens_light:
@@ -170,12 +238,8 @@ class SmoothRenderer:
         b, c = sub_images.shape[:2]
         m = inst.n_pix * inst.supersample
         img = physics.downsample(sub_images.reshape(b * c, m, m), inst.supersample)
-        fwhm = p["psf_fwhm"] if inst.psf_fwhm is None else None
-        if fwhm is not None or inst.psf_fwhm:
-            if fwhm is None:
-                fwhm = torch.full((b,), float(inst.psf_fwhm), dtype=sub_images.dtype)
-            sigma = physics.fwhm_to_sigma(fwhm) / inst.pixel_scale
-            taps = physics.gaussian_kernel_1d(sigma, self.radius, self.dtype)
+        taps = self._psf_taps(p, b)
+        if taps is not None:
             taps = taps.repeat_interleave(c, 0)
             img = physics.convolve_separable(img, taps, taps)
         return img.reshape(b, c, inst.n_pix * inst.n_pix)
@@ -185,15 +249,25 @@ def solve_linear(components: Tensor, data: Tensor, weights: Tensor,
                  ridge: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Weighted least-squares amplitudes of the components plus a constant background.
 
-    components (B, C, P), data and weights (B, P). Returns (coefficients (B, C + 1), model
-    (B, P)); the last coefficient is the background. Differentiable, so a fit that solves the
-    linear part at every step sees the exact (variable-projection) gradient.
+    components (..., C, P), data and weights (..., P), broadcast against each other (so the
+    K perturbed renders of a Jacobian share one data and weight row). Returns (coefficients
+    (..., C + 1), model (..., P)); the last coefficient is the background. The normal equations
+    are assembled block by block (no design matrix is built: the fitter solves this about a
+    thousand times per image). Differentiable, so a fit that solves the linear part at every
+    step sees the exact (variable-projection) gradient.
     """
-    design = torch.cat([components, torch.ones_like(components[:, :1])], 1)  # (B, C+1, P)
-    wd = design * weights.unsqueeze(1)
-    gram = wd @ design.transpose(1, 2)
-    scale = torch.diagonal(gram, dim1=1, dim2=2).mean(-1, keepdim=True).unsqueeze(-1)
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-    rhs = (wd @ data.unsqueeze(-1))
-    coef = torch.linalg.solve(gram + ridge * scale * eye, rhs).squeeze(-1)
-    return coef, (coef.unsqueeze(1) @ design).squeeze(1)
+    c = components.shape[-2]
+    wc = components * weights.unsqueeze(-2)  # (..., C, P)
+    g_cc = wc @ components.transpose(-1, -2)  # (..., C, C)
+    g_c1 = wc.sum(-1)  # (..., C)
+    batch = g_c1.shape[:-1]
+    g_11 = weights.sum(-1).expand(batch).unsqueeze(-1)  # (..., 1)
+    gram = torch.cat([torch.cat([g_cc, g_c1.unsqueeze(-1)], -1),
+                      torch.cat([g_c1, g_11], -1).unsqueeze(-2)], -2)  # (..., C+1, C+1)
+    rhs = torch.cat([(wc @ data.unsqueeze(-1)).squeeze(-1),
+                     (weights * data).sum(-1).expand(batch).unsqueeze(-1)], -1)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1)
+    eye = torch.eye(c + 1, dtype=gram.dtype)
+    coef = torch.linalg.solve(gram + ridge * scale * eye, rhs.unsqueeze(-1)).squeeze(-1)
+    model = (coef[..., :c].unsqueeze(-2) @ components).squeeze(-2) + coef[..., c:]
+    return coef, model
