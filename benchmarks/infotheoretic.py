@@ -450,12 +450,14 @@ def selection_correlation(records: list[dict[str, Any]]) -> dict[str, dict[str, 
     Over every unsupervised infotheoretic run (not baselines, not semi-supervised) and every
     score it has: the Spearman correlation of the test AUROC (all anomalies) with the
     physical pseudo-AUROC (perturbed validation normals) and with the patch-swap AUROC; and,
-    per run, of the chosen score's pseudo-AUROC with its test AUROC.
+    per run (one point per configuration, the chosen score), of the test AUROC with the
+    physical pseudo-AUROC (``chosen``) and with the patch-swap AUROC (``chosen_patch_swap``):
+    the question a sweep over configurations asks.
     """
     out: dict[str, dict[str, Any]] = {}
     for preset in sorted({r["preset"] for r in records if "scores" in r}):
-        pairs: dict[str, list[tuple[float, float]]] = {"physical": [], "patch_swap": [],
-                                                        "chosen": []}
+        pairs: dict[str, list[tuple[float, float]]] = {
+            "physical": [], "patch_swap": [], "chosen": [], "chosen_patch_swap": []}
         for r in records:
             if ("scores" not in r or r["preset"] != preset or r["detector"] != "infotheoretic"
                     or r["group"] in ("semi", "baselines", "long") or not r["diagnostics"]):
@@ -473,6 +475,9 @@ def selection_correlation(records: list[dict[str, Any]]) -> dict[str, dict[str, 
             if chosen is not None:
                 pairs["chosen"].append((d["pseudo_auroc"][r["default_score"]],
                                         chosen["auroc"]["all"]))
+                if r["default_score"] in d.get("patch_swap_auroc", {}):
+                    pairs["chosen_patch_swap"].append(
+                        (d["patch_swap_auroc"][r["default_score"]], chosen["auroc"]["all"]))
         out[preset] = {k: {"n": len(v), "spearman": _spearman(v)} for k, v in pairs.items()}
     return out
 
