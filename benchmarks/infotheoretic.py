@@ -217,8 +217,8 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
     """Train one configuration on one seed; evaluate every score on the test set."""
     det = create_detector(run.detector, **({**run.config, "seed": seed}
                                            if run.detector == "infotheoretic" else run.config))
-    cfg = {**type(det).train_defaults, "epochs": epochs, "seed": seed, "progress": False,
-           **run.train}
+    cfg = {**type(det).train_defaults, **({"epochs": epochs} if epochs > 0 else {}),
+           "seed": seed, "progress": False, **run.train}
     if run.detector == "infotheoretic" and data.get("pseudo") is not None:
         det.set_pseudo_anomalies(data["pseudo"])
     if run.labelled:
@@ -516,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {','.join(GROUPS)}")
     p.add_argument("--n-train", type=int, default=1000, help="no_sub training images")
     p.add_argument("--n-test", type=int, default=500, help="test images per class")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20,
+                   help="epochs of every run (0: each detector's own default)")
     p.add_argument("--seeds", type=int, default=3,
                    help="training seeds of the default, native-view and baseline runs")
     p.add_argument("--ablation-seeds", type=int, default=1,
