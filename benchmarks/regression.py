@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = RegressionConfig(targets=[TARGET], arch=arch, norm=args.norm, epochs=epochs,
                            batch_size=args.batch_size, lr=args.lr, beta=args.beta,
                            patience=None, ensemble=args.ensemble, seed=args.seed,
-                           val_fraction=0.1, test_fraction=0.0, time_limit=budget,
+                           val_fraction=0.1, test_fraction=0.0,
+                           max_minutes=None if budget is None else budget / 60,
                            device=device)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"

@@ -167,3 +167,23 @@ def test_bad_options_and_mismatched_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="for detector 'dcae'"):
         fit(other, _data(16, 0), None, TrainConfig(epochs=2, out_dir=str(tmp_path), resume=True,
                                                    progress=False))
+
+
+def test_detectors_and_the_regressor_are_trainables_of_the_one_loop():
+    from darklens.models.base import list_detectors
+    from darklens.models.regressor import Regressor
+    from darklens.train.regression import RegressionTrainable
+    from darklens.train.trainable import Trainable
+
+    for name in ("dcae", "aae", "knn"):
+        assert name in list_detectors()
+        assert isinstance(create_detector(name, image_size=32), Trainable)
+    reg = RegressionTrainable(Regressor(["theta_e"], "small"))
+    assert isinstance(reg, Trainable) and reg.wants_labels
+    reg.model.set_standardisation([1.0], [2.0])
+    x, y = torch.zeros(4, 1, 32, 32), torch.zeros(4, 1)
+    reg.eval()
+    loss = reg.validation_loss((x, y))
+    assert torch.isfinite(loss)
+    terms = reg.validation_terms()
+    assert set(terms) == {"val_mae_theta_e"} and reg.validation_terms() == {}

@@ -44,8 +44,10 @@ def test_train_evaluate_predict(axion_dir, tmp_path, capsys):
     assert len(info["members"]) == 2 and info["members"][0]["seed"] != info["members"][1]["seed"]
     for k in (0, 1):
         assert (run / f"member-{k}" / "weights.pt").is_file()
-        rows = list(csv.DictReader((run / f"member-{k}" / "log.csv").open()))
+        rows = list(csv.DictReader((run / f"member-{k}" / "losses.csv").open()))
         assert [r["epoch"] for r in rows] == ["1", "2"]
+        # the one training loop's log: validation NLL and the MAE per target
+        assert {"train_loss", "val_loss", "val_mae_log10_axion_mass", "lr"} <= set(rows[0])
     split = json.loads((run / "split.json").read_text())
     assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
     assert len(split["test"]) == 4

@@ -129,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         augment=not args.no_augment, ensemble=args.ensemble, seed=args.seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         classes=_split_list(args.classes),
-        time_limit=args.time_limit * 60 if args.time_limit else None, device=args.device)
+        max_minutes=args.time_limit, device=args.device)
     data = load_dataset(args.data)
     info = train_regression(data, cfg, args.out, resume=args.resume, data_source=args.data,
                             log=lambda m: print(m, file=sys.stderr))

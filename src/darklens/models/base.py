@@ -56,6 +56,8 @@ class Detector(nn.Module):
       than one optimiser (the AAE) trains inside the one loop. Default: ``training_loss``.
     - ``validation_loss(batch)``: deterministic loss on normal validation images for early
       stopping (default: ``training_loss`` under ``no_grad`` in eval mode).
+    - ``validation_terms()``: further validation columns (means since the last call, then
+      reset), added to the losses.csv row after ``validation_loss`` (default: none).
     - ``epoch_terms()``: the mean of each term of the training loss since the last call, as
       named floats; the loop calls it after every epoch and adds them to the losses.csv row.
     - ``wants_labels``: when True the loop passes ``(images, labels)`` instead of ``images``.
@@ -89,6 +91,10 @@ class Detector(nn.Module):
         """Named parameter groups, each stepped by its own optimiser, in this order."""
         params = [p for p in self.parameters() if p.requires_grad]
         return {"main": OptimizerGroup(params)} if params else {}
+
+    def validation_terms(self) -> dict[str, float]:
+        """Further validation columns since the last call, then reset (default: none)."""
+        return {}
 
     def epoch_terms(self) -> dict[str, float]:
         """Per-term means of the training loss since the last call, then reset (default: none)."""

@@ -6,7 +6,7 @@ Layout (written by ``darklens.train.regression.train_regression``)::
                               standardisation, data fingerprint, member summaries
     RUN/split.json            indices (into the loaded training data) of train/val/test images
     RUN/member-K/checkpoint.pt  per-epoch training state (resume)
-    RUN/member-K/log.csv        one row per epoch
+    RUN/member-K/losses.csv     one row per epoch (darklens.train.loop)
     RUN/member-K/weights.pt     final weights (best validation epoch), tensors only
 
 ``load_regression_run`` rebuilds the ensemble without unpickling arbitrary objects

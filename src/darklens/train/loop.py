@@ -1,10 +1,13 @@
-"""One training loop for every detector: optimisers, schedules, checkpoints, resume, DDP.
+"""One training loop for every detector and regressor: optimisers, schedules, checkpoints, resume.
 
-``fit(detector, train_data, val_data, config)`` trains on normal images. Per batch it runs the
+``fit(detector, train_data, val_data, config)`` trains any ``Trainable``
+(``darklens.train.trainable``): a detector on normal images, or a regressor of dark-matter
+properties on (image, target) pairs (``darklens.train.regression``). Per batch it runs the
 detector's optimiser groups in order (one group for most models, three for the AAE): loss,
 backward, gradient clipping, step, scheduler step. After every epoch it computes the
-validation loss on normal images, appends a row to ``<out_dir>/losses.csv`` (with the loss's
-separate terms where the detector reports them, ``Detector.epoch_terms``) and writes
+validation loss (and the model's ``validation_terms``), appends a row to
+``<out_dir>/losses.csv`` (with the loss's separate terms where the model reports them,
+``epoch_terms``) and writes
 ``<out_dir>/checkpoint.pt`` atomically (model, optimisers, schedulers, RNG states, history,
 best model so far). ``resume=True`` continues from that checkpoint and ends with the same
 weights as an uninterrupted run. A non-finite loss stops training with ``TrainingDiverged``
@@ -38,11 +41,11 @@ from tqdm.auto import tqdm
 from darklens.device import resolve_device
 from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
-from darklens.models.base import Detector
 from darklens.options import dataclass_from_dict
 from darklens.safe_load import safe_torch_load
 from darklens.train import distributed as dd
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
+from darklens.train.trainable import Trainable
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_CSV = "losses.csv"
@@ -167,16 +170,16 @@ def _steps_per_epoch(data: Dataset, loader: DataLoader, cfg: TrainConfig) -> int
     return min(steps, cfg.steps_per_epoch) if cfg.steps_per_epoch else steps
 
 
-def _batch_for(detector: Detector, batch: Any, device: torch.device) -> Any:
+def _batch_for(detector: Trainable, batch: Any, device: torch.device) -> Any:
     if detector.wants_labels and isinstance(batch, (list, tuple)):
         return tuple(b.to(device) for b in batch)
     return _images_of(batch).to(device)
 
 
 @torch.no_grad()
-def validation_loss(detector: Detector, data: Dataset, batch_size: int,
+def validation_loss(detector: Trainable, data: Dataset, batch_size: int,
                     device: torch.device) -> float:
-    """Mean validation loss over normal images (weighted by batch size), eval mode."""
+    """Mean validation loss (weighted by batch size), eval mode."""
     detector.eval()
     total, n = 0.0, 0
     for batch in DataLoader(data, batch_size=batch_size):
@@ -214,10 +217,10 @@ def _clone_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None,
+def fit(detector: Trainable, train_data: Dataset, val_data: Dataset | None = None,
         config: TrainConfig | None = None,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train ``detector`` on normal images; see the module docstring.
+    """Train ``detector`` (any ``Trainable``); see the module docstring.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoint is written (epoch
     counts from 1). Returns a ``TrainResult``; the detector is left in eval mode with the best
@@ -345,6 +348,7 @@ def fit(detector: Detector, train_data: Dataset, val_data: Dataset | None = None
                 raise TrainingDiverged(f"{detector.name}: validation loss became {val} at "
                                        f"epoch {epoch + 1}; last good checkpoint: {ckpt_path}")
             row["val_loss"] = val
+            row.update(detector.validation_terms())
             if result.best_val_loss is None or val < result.best_val_loss - cfg.min_delta:
                 result.best_val_loss, result.best_epoch, bad_epochs = val, epoch + 1, 0
                 if cfg.restore_best:

@@ -14,28 +14,27 @@
 3. Standardises the targets with the training images' mean and std (stored in the model)
    and records each target's training prior (``training_prior`` in ``regression.json``;
    ``darklens.models.training_prior``), which population inference divides out.
-4. Trains each ensemble member (seed ``seed + 1000 k``) with random dihedral augmentation
-   (exact 90-degree rotations and flips) on the Gaussian NLL; validates each epoch (NLL and MAE
-   on the validation images), stops early after ``patience`` epochs without improvement, keeps
-   the best epoch's weights, writes ``member-K/checkpoint.pt`` atomically each epoch and a CSV
-   log. ``resume=True`` continues an interrupted run from its checkpoints and ends with the
-   same weights as an uninterrupted run. ``time_limit`` (seconds, shared evenly by members)
-   stops training when spent (used by the CPU benchmark).
+4. Trains each ensemble member (seed ``seed + 1000 k``) in the one training loop
+   (``darklens.train.loop.fit``, through ``RegressionTrainable``) with random dihedral
+   augmentation (exact 90-degree rotations and flips) on the Gaussian NLL; validates each epoch
+   (NLL and MAE on the validation images), stops early after ``patience`` epochs without
+   improvement, keeps the best epoch's weights; the loop writes ``member-K/checkpoint.pt``
+   atomically each epoch and ``member-K/losses.csv``. ``resume=True`` continues an interrupted
+   run from its checkpoints and ends with the same weights as an uninterrupted run.
+   ``max_minutes`` (shared evenly by members) stops training when spent (the CPU benchmark).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from darklens import __version__
 from darklens.data.dataset import Normaliser, split_indices
@@ -43,7 +42,8 @@ from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
-from darklens.io import atomic_path, write_json_atomic, write_text_atomic
+from darklens.io import atomic_path, write_json_atomic
+from darklens.models.base import OptimizerGroup
 from darklens.models.regression_run import (
     RUN_JSON,
     SPLIT_JSON,
@@ -55,15 +55,13 @@ from darklens.models.regression_run import (
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
 from darklens.models.training_prior import describe_training_prior
 from darklens.options import dataclass_from_dict
-from darklens.train.loop import load_checkpoint
-from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
+from darklens.train.loop import CHECKPOINT, TrainConfig, fit
+from darklens.train.rng import seed_everything
 
 #: Targets that change under rotations or flips: dihedral augmentation would corrupt them.
 NOT_ROTATION_INVARIANT = ("lens_center_x", "lens_center_y", "lens_phi", "shear_angle",
                           "source_x", "source_y", "source_phi", "vortex_angle", "vortex_x",
                           "vortex_y")
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "log.csv"
 
 
 @dataclass
@@ -88,7 +86,7 @@ class RegressionConfig:
     test_fraction: float = 0.1
     classes: list[str] | None = None  # None: the targets' own classes (data.targets)
     normalisation: str = "minmax"  # per-image, see darklens.data.dataset
-    time_limit: float | None = None  # seconds for all members together
+    max_minutes: float | None = None  # training time of all members together
     device: str = "cpu"
 
     @classmethod
@@ -97,146 +95,86 @@ class RegressionConfig:
         return dataclass_from_dict(cls, values, "regression")
 
 
-def _atomic_torch_save(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+class RegressionTrainable(nn.Module):
+    """A ``Regressor`` as the one training loop trains it (a ``Trainable``).
+
+    Batches are (images, standardised targets). Training loss: the Gaussian NLL (beta-NLL with
+    ``beta > 0``) after a random dihedral transform of each image (``augment``, drawn from the
+    global torch generator, which the loop seeds and checkpoints). Validation: the plain NLL;
+    ``validation_terms`` adds the mean absolute error per target in physical units.
+    """
+
+    name: ClassVar[str] = "regression"
+    wants_labels: ClassVar[bool] = True
+
+    def __init__(self, model: Regressor, beta: float = 0.0, augment: bool = True) -> None:
+        super().__init__()
+        self.model, self.beta, self.augment = model, beta, augment
+        self._abs_err: torch.Tensor | None = None
+        self._n = 0
+
+    def optimizer_groups(self) -> dict[str, OptimizerGroup]:
+        return {"main": OptimizerGroup(list(self.model.parameters()))}
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor], part: str = "main"
+                ) -> torch.Tensor:
+        x, y = batch
+        if self.augment:
+            x = random_dihedral(x)
+        mu, log_var = self.model(x)
+        return gaussian_nll(mu, log_var, y, beta=self.beta)
+
+    @torch.no_grad()
+    def validation_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        mu, log_var = self.model(x)
+        err = (mu.double() - y.double()).abs().sum(0).cpu() * self.model.target_std.double().cpu()
+        self._abs_err = err if self._abs_err is None else self._abs_err + err
+        self._n += len(x)
+        return gaussian_nll(mu, log_var, y)
+
+    def validation_terms(self) -> dict[str, float]:
+        if self._abs_err is None:
+            return {}
+        mae = (self._abs_err / max(self._n, 1)).tolist()
+        self._abs_err, self._n = None, 0
+        return {f"val_mae_{t}": v for t, v in zip(self.model.targets, mae, strict=True)}
+
+    def epoch_terms(self) -> dict[str, float]:
+        return {}
+
+    def fit_start(self, loader: Iterable) -> None:
+        pass
+
+    def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
+        pass
 
 
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def _scheduler(name: str, opt: torch.optim.Optimizer, lr: float, total: int):
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
-    if name == "one-cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, total))
-    if name == "none":
-        return None
-    raise DarklensError(f"unknown scheduler {name!r}; use cosine, one-cycle or none")
-
-
-@torch.no_grad()
-def _validate(model: Regressor, x: torch.Tensor, y_std: torch.Tensor,
-              batch_size: int) -> tuple[float, np.ndarray]:
-    """Validation NLL (standardised units) and MAE per target (physical units), eval mode."""
-    model.eval()
-    nll, abs_err = 0.0, torch.zeros(y_std.shape[1], dtype=torch.float64)
-    for lo in range(0, len(x), batch_size):
-        mu, lv = model(x[lo:lo + batch_size])
-        yb = y_std[lo:lo + batch_size]
-        nll += float(gaussian_nll(mu, lv, yb, reduction="sum")) / y_std.shape[1]
-        abs_err += (mu.double() - yb.double()).abs().sum(0) * model.target_std.cpu()
-    n = max(len(x), 1)
-    return nll / n, (abs_err / n).numpy()
-
-
-def _train_member(k: int, cfg: RegressionConfig, model: Regressor, x_tr: torch.Tensor,
-                  y_tr: torch.Tensor, x_va: torch.Tensor, y_va: torch.Tensor, out: Path,
-                  resume: bool, time_limit: float | None,
+def _train_member(k: int, cfg: RegressionConfig, model: Regressor, train: TensorDataset,
+                  val: TensorDataset, out: Path, resume: bool,
                   log: Callable[[str], None]) -> dict[str, Any]:
-    """Train one member; return its summary. Checkpoint and CSV in ``out`` every epoch."""
+    """Train one member with the one loop; save its weights; return its summary."""
     seed = cfg.seed + 1000 * k
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(x_tr)
-    drop_last = n > cfg.batch_size
-    steps = n // cfg.batch_size if drop_last else 1
-    sched = _scheduler(cfg.scheduler, opt, cfg.lr, cfg.epochs * steps)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    best_state, best_val, best_epoch, bad, first = None, None, None, 0, 0
-    stopped, seconds_before = "", 0.0
-    ckpt = out / CHECKPOINT
-    if resume and ckpt.exists():
-        ck = load_checkpoint(ckpt)
-        try:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(ck["scheduler"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{ckpt}: does not match this model/config ({err})") from err
-        set_rng_state(ck["rng"])
-        gen.set_state(ck["loader_rng"])
-        history, best_state = list(ck["history"]), ck["best_model"]
-        best_val, best_epoch, bad = ck["best_val"], ck["best_epoch"], ck["bad_epochs"]
-        first, stopped, seconds_before = ck["epoch"], ck["stopped"], ck["seconds"]
-        log(f"member {k}: resuming after epoch {first}")
-    start = time.perf_counter()
-    epoch = first
-    while epoch < cfg.epochs and not stopped:
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for s in range(steps):
-            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size] if drop_last else perm
-            xb = x_tr[idx]
-            if cfg.augment:
-                xb = random_dihedral(xb, gen)
-            mu, lv = model(xb.to(device))
-            loss = gaussian_nll(mu, lv, y_tr[idx].to(device), beta=cfg.beta)
-            if not torch.isfinite(loss):
-                raise DarklensError(f"member {k}: loss became {float(loss)} at epoch {epoch + 1};"
-                                    f" last good checkpoint: {ckpt}. Try a lower --lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        val_nll, val_mae = _validate(model, x_va.to(device), y_va.to(device), 256)
-        epoch += 1
-        row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(count, 1),
-                                 "val_nll": val_nll, "lr": opt.param_groups[0]["lr"]}
-        for t, v in zip(cfg.targets, val_mae, strict=True):
-            row[f"val_mae_{t}"] = float(v)
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        if not math.isfinite(val_nll):
-            raise DarklensError(f"member {k}: validation NLL became {val_nll} at epoch {epoch}")
-        if best_val is None or val_nll < best_val:
-            best_val, best_epoch, bad = val_nll, epoch, 0
-            best_state = {key: v.detach().cpu().clone() for key, v in model.state_dict().items()}
-        else:
-            bad += 1
-        if cfg.patience is not None and bad >= cfg.patience:
-            stopped = "early"
-        elapsed = time.perf_counter() - start
-        if time_limit is not None and epoch < cfg.epochs and \
-                elapsed + elapsed / (epoch - first) > time_limit:
-            stopped = "time"  # the next epoch would overrun the budget
-        _atomic_torch_save(ckpt, {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else {},
-            "rng": get_rng_state(), "loader_rng": gen.get_state(), "history": history,
-            "best_model": best_state, "best_val": best_val, "best_epoch": best_epoch,
-            "bad_epochs": bad, "stopped": stopped,
-            "seconds": seconds_before + time.perf_counter() - start,
-        })
-        _write_csv(out / LOG_CSV, history)
-        mae = ", ".join(f"{t} {v:.4g}" for t, v in zip(cfg.targets, val_mae, strict=True))
+    if resume and (out / CHECKPOINT).exists():
+        log(f"member {k}: resuming from {out / CHECKPOINT}")
+    train_cfg = TrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        optimizer="adamw", scheduler=cfg.scheduler, patience=cfg.patience, seed=seed,
+        out_dir=str(out), resume=resume, device=cfg.device, progress=False,
+        max_minutes=cfg.max_minutes / cfg.ensemble if cfg.max_minutes else None)
+
+    def report(epoch: int, row: dict[str, float]) -> None:
+        mae = ", ".join(f"{t} {row[f'val_mae_{t}']:.4g}" for t in cfg.targets)
         log(f"member {k} epoch {epoch}/{cfg.epochs}: train {row['train_loss']:.4f}, "
-            f"val NLL {val_nll:.4f}, val MAE {mae} ({row['seconds']:.1f}s)")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    weights = {key: v.detach().cpu() for key, v in model.state_dict().items()}
-    _atomic_torch_save(out / WEIGHTS, weights)
-    return {"seed": seed, "epochs_run": len(history), "best_epoch": best_epoch,
-            "best_val_nll": best_val, "stopped": stopped or "epochs",
-            "seconds": seconds_before + time.perf_counter() - start}
+            f"val NLL {row['val_loss']:.4f}, val MAE {mae} ({row['seconds']:.1f}s)")
+
+    result = fit(RegressionTrainable(model, cfg.beta, cfg.augment), train, val, train_cfg,
+                 on_epoch_end=report)
+    with atomic_path(out / WEIGHTS) as tmp:
+        torch.save({key: v.detach().cpu() for key, v in model.state_dict().items()}, tmp)
+    stopped = "early" if result.stopped_early else "time" if result.stopped_by_time else "epochs"
+    return {"seed": seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "best_val_nll": result.best_val_loss, "stopped": stopped, "seconds": result.seconds}
 
 
 def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Path,
@@ -295,8 +233,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         return x, y.float()
 
     preset = data.attrs.get("preset") if isinstance(data.attrs, dict) else None
-    x_tr, y_tr = tensors(split.train)
-    x_va, y_va = tensors(split.val)
+    train_set, val_set = TensorDataset(*tensors(split.train)), TensorDataset(*tensors(split.val))
     seed_everything(cfg.seed)
     try:
         model_cfg = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm).config
@@ -332,13 +269,12 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
     write_json_atomic(info_path, info)
     log(f"{source}: {len(subset.indices)} images of class {', '.join(subset.classes)} -> "
         f"train {len(split.train)}, val {len(split.val)}, test {len(split.test)} (held out)")
-    per_member = cfg.time_limit / cfg.ensemble if cfg.time_limit else None
     for k in range(cfg.ensemble):
         seed_everything(cfg.seed + 1000 * k)
         model = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm)
         model.set_standardisation(t_mean, t_std)
-        summary = _train_member(k, cfg, model, x_tr, y_tr, x_va, y_va, member_dir(out, k),
-                                resume, per_member, log)
+        summary = _train_member(k, cfg, model, train_set, val_set, member_dir(out, k), resume,
+                                log)
         info["members"].append(summary)
         write_json_atomic(info_path, info)
     return info
