@@ -423,6 +423,18 @@ def print_beta_curves(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> Non
                       f"{'monotone' if monotone else 'not monotone'} in beta")
 
 
+def _commit() -> str | None:
+    """The repository's HEAD commit (short), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def _opt(v: float | None) -> str:
     return f"{v:>6.3f}" if v is not None else f"{'-':>6}"
 
@@ -603,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["python", "benchmarks/infotheoretic.py",
                                  *(argv if argv is not None else sys.argv[1:])]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.platform(),
-            "cpus": os.cpu_count(), "args": vars(args), "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "commit": _commit(), "args": vars(args),
+            "torch_threads": torch.get_num_threads(),
             "complete": final, "wall_seconds": time.perf_counter() - start, "table": table,
             "label_free_pick": label_free_pick(table), "beta_curves": beta_curves(table),
             "selection_correlation": selection_correlation(records + pending),
