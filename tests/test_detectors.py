@@ -9,9 +9,9 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import TensorDataset
 
 from darklens.errors import CheckpointError
-from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector, list_detectors
 from darklens.models.persistence import NORMAL_STATS, WEIGHTS, load_run, save_run
+from darklens.models.scoring import score_images
 from darklens.train.loop import TrainConfig, fit
 from toy_lenses import add_blobs, rings
 

@@ -43,8 +43,8 @@ def test_the_package_keeps_its_layers():
     ("data/lensdata.py", "from darklens.train import loop",
      "darklens.data.lensdata -> darklens.train.loop"),
     # one part of a layer importing its independent sibling ("train | evaluate")
-    ("evaluate/scoring.py", "from darklens.train.loop import fit",
-     "darklens.evaluate.scoring -> darklens.train.loop"),
+    ("evaluate/metrics.py", "from darklens.train.loop import fit",
+     "darklens.evaluate.metrics -> darklens.train.loop"),
 ])
 def test_a_reversed_import_breaks_the_contract(tmp_path, module, reversed_import, broken):
     root = _copy(tmp_path)

@@ -163,7 +163,7 @@ def test_native_view_run_stopped_after_one_epoch_resumes_to_the_same_weights(
 def test_stream_epoch_holds_the_batches_the_loop_draws(tmp_path, monkeypatch) -> None:
     """The stream's epoch is as long as the loop's (the detector's own batch size, 128 for
     infotheoretic), so epoch e + 1 starts after the last image epoch e used."""
-    import darklens.commands.train as train_cmd
+    import darklens.train.run as train_run_module
 
     seen = {}
 
@@ -171,7 +171,7 @@ def test_stream_epoch_holds_the_batches_the_loop_draws(tmp_path, monkeypatch) ->
         seen.update(stream=train_set.images_per_epoch, loop=cfg.steps_per_epoch * cfg.batch_size)
         raise KeyboardInterrupt  # nothing to train: only the sizes are looked at
 
-    monkeypatch.setattr(train_cmd, "fit", fake_fit)
+    monkeypatch.setattr(train_run_module, "fit", fake_fit)
     assert main(["train", "--detector", "infotheoretic", "--preset", "demo", "--out",
                  str(tmp_path / "r"), "--steps-per-epoch", "3", "--val-size", "2",
                  "--views", "native", "--n-views", "2", "--no-progress"]) == 130

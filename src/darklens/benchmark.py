@@ -51,14 +51,13 @@ from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.evaluate.scoring import score_images
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
-from darklens.models.persistence import save_run
+from darklens.models.scoring import score_images
 from darklens.train.config import parse_config
 from darklens.train.data import detection_data
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
-from darklens.train.rng import seed_everything
+from darklens.train.run import train_run
 
 RESULTS = "results.json"
 RUN_RESULT = "result.json"
@@ -175,17 +174,6 @@ def split_options(spec: BenchmarkSpec, name: str) -> tuple[dict[str, Any], dict[
     return parse_config(raw if isinstance(raw, str) else json.dumps(raw))
 
 
-def _train_values(detector: Detector, train_opts: dict[str, Any], spec: BenchmarkSpec,
-                  seed: int) -> dict[str, Any]:
-    keys = set(TrainConfig.__dataclass_fields__)
-    values = {k: v for k, v in detector.train_defaults.items() if k in keys}
-    values.update(train_opts)
-    if spec.epochs is not None:
-        values["epochs"] = min(int(values.get("epochs", spec.epochs)), spec.epochs)
-    values.update(seed=seed, device=spec.device)
-    return values
-
-
 def plan_epochs(name: str, det_config: dict[str, Any], train_set: Any, n_val: int,
                 values: dict[str, Any], budget_s: float) -> tuple[int, dict[str, float]]:
     """Epochs that fit ``budget_s``, from timing training steps on a throw-away detector."""
@@ -253,49 +241,34 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
             return old
     det_data = detection_data(data, spec.normal, seed, spec.val_fraction, spec.test_fraction,
                               spec.normalise)
-    size, channels = int(data.images.shape[-1]), int(data.images.shape[1])
-    seed_everything(seed)
-    try:
-        detector = create_detector(name, image_size=size, in_channels=channels, **det_opts)
-    except (TypeError, ValueError) as err:
-        raise DarklensError(f"bad options for detector {name}: {err}") from err
-    values = _train_values(detector, train_opts, spec, seed)
-
     plan_file = run_dir / PLAN
-    resume = False
     probe: dict[str, float] = {}
-    if plan_file.exists() and (run_dir / CHECKPOINT).exists():
-        plan = json.loads(plan_file.read_text())
-        if plan.get("key") == key:
-            values["epochs"], probe, resume = plan["epochs"], plan.get("probe", {}), True
-    if not resume:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a run of another configuration: start afresh
-        run_dir.mkdir(parents=True)
-        if budget_s is not None:
-            values["epochs"], probe = plan_epochs(name, detector.config, det_data.train,
-                                                  len(det_data.val), values, budget_s)
-        write_json_atomic(plan_file, {"key": key, "epochs": values.get("epochs"),
-                                      "probe": probe})
-    if budget_s is not None:
-        values["max_minutes"] = max(budget_s - probe.get("probe_seconds", 0.0), 1.0) / 60
-    values.update(out_dir=str(run_dir), resume=resume, progress=progress)
-    cfg = TrainConfig.from_dict(values)
 
-    seed_everything(seed)
-    t0 = time.perf_counter()
-    result = fit(detector, det_data.train, det_data.val, cfg)
-    train_s = time.perf_counter() - t0
+    def prepare(detector: Detector, values: dict[str, Any]) -> None:
+        """Cap the epochs, then take the plan of a run cut short, or plan afresh."""
+        nonlocal probe
+        if spec.epochs is not None:
+            values["epochs"] = min(int(values.get("epochs", spec.epochs)), spec.epochs)
+        resume = False
+        if plan_file.exists() and (run_dir / CHECKPOINT).exists():
+            plan = json.loads(plan_file.read_text())
+            if plan.get("key") == key:
+                values["epochs"], probe, resume = plan["epochs"], plan.get("probe", {}), True
+        if not resume:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # a run of another configuration: start afresh
+            run_dir.mkdir(parents=True)
+            if budget_s is not None:
+                values["epochs"], probe = plan_epochs(name, detector.config, det_data.train,
+                                                      len(det_data.val), values, budget_s)
+            write_json_atomic(plan_file, {"key": key, "epochs": values.get("epochs"),
+                                          "probe": probe})
+        if budget_s is not None:
+            values["max_minutes"] = max(budget_s - probe.get("probe_seconds", 0.0), 1.0) / 60
+        values["resume"] = resume
 
     normaliser = det_data.normaliser
-    t1 = time.perf_counter()
     test = det_data.split.test
-    scores = score_images(detector, normaliser(data.images[test]), device=spec.device)
-    score_s = time.perf_counter() - t1
-    val_idx = det_data.val.indices
-    val_scores = score_images(detector, normaliser(data.images[val_idx]), device=spec.device)
-    metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
-
     extra: dict[str, Any] = {
         "normal": spec.normal, "seed": seed, "normaliser": normaliser.to_dict(),
         "data": {"path": data_info["path"], "n": len(data), "fingerprint": fp,
@@ -303,15 +276,21 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
         "split": {"seed": seed, "val_fraction": spec.val_fraction,
                   "test_fraction": spec.test_fraction, "n_train": len(det_data.split.train),
                   "n_val_normal": len(det_data.val), "n_test": len(test)},
-        "train": asdict(cfg),
-        "result": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                   "best_val_loss": result.best_val_loss,
-                   "stopped_early": result.stopped_early, "seconds": result.seconds},
     }
+    t0 = time.perf_counter()
+    run = train_run(name, det_opts, train_opts, det_data.train, det_data.val,
+                    image_size=int(data.images.shape[-1]), in_channels=int(data.images.shape[1]),
+                    seed=seed, overrides={"device": spec.device, "out_dir": str(run_dir),
+                                          "progress": progress},
+                    prepare=prepare, extra=extra)
+    train_s = time.perf_counter() - t0
+    detector, cfg, result = run.detector, run.config, run.result
+
+    t1 = time.perf_counter()
+    scores = score_images(detector, normaliser(data.images[test]), device=spec.device)
+    score_s = time.perf_counter() - t1
+    metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
     diagnostics = detector.diagnostics() if hasattr(detector, "diagnostics") else None
-    if diagnostics is not None:
-        extra["diagnostics"] = diagnostics
-    save_run(run_dir, detector, normal_scores=val_scores, extra=extra)
     write_text_atomic(run_dir / TEST_SCORES,
                       _scores_csv(test, data.labels[test], list(data.class_names), scores))
     record = {

@@ -40,12 +40,12 @@ from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.evaluate.scoring import score_images
 from darklens.models.base import create_detector
+from darklens.models.scoring import score_images
 from darklens.train.config import TRAIN_KEYS
 from darklens.train.data import detection_data, detection_split
-from darklens.train.loop import TrainConfig, TrainingDiverged, fit
-from darklens.train.rng import seed_everything
+from darklens.train.loop import TrainingDiverged
+from darklens.train.run import train_run
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 OBJECTIVES = {
@@ -142,21 +142,16 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
     opts = split_params(values)
     det_opts = {**setup.fixed.get("detector", {}), **opts["detector"]}
     train_opts = {**setup.fixed.get("train", {}), **opts["train"]}
-    dd = detection_data(data, setup.normal, setup.seed, normalisation=setup.normalise)
-    seed_everything(setup.seed)
-    try:
-        det = create_detector(setup.detector, image_size=int(data.images.shape[-1]),
-                              in_channels=int(data.images.shape[1]), **det_opts)
-    except (TypeError, ValueError) as err:
-        raise DarklensError(f"bad options for {setup.detector}: {err}") from err
-    cfg_values = {k: v for k, v in det.train_defaults.items() if k in TRAIN_KEYS}
-    cfg_values.update(train_opts)
+    det_data = detection_data(data, setup.normal, setup.seed, normalisation=setup.normalise)
+    overrides: dict[str, Any] = {"progress": False, "device": setup.device,
+                                 "max_minutes": setup.max_minutes}
     if setup.epochs is not None:
-        cfg_values["epochs"] = setup.epochs
-    cfg_values.update(seed=setup.seed, progress=False, device=setup.device,
-                      max_minutes=setup.max_minutes)
-    _set_physical_pseudo(det, data, dd, setup)
-    result = fit(det, dd.train, dd.val, TrainConfig.from_dict(cfg_values))
+        overrides["epochs"] = setup.epochs
+    run = train_run(setup.detector, det_opts, train_opts, det_data.train, det_data.val,
+                    image_size=int(data.images.shape[-1]), in_channels=int(data.images.shape[1]),
+                    seed=setup.seed, overrides=overrides,
+                    prepare=lambda det, values: _set_physical_pseudo(det, data, det_data, setup))
+    det, result = run.detector, run.result
     details: dict[str, Any] = {"epochs_run": result.epochs_run, "seconds": result.seconds,
                                "best_val_loss": result.best_val_loss}
     if setup.objective == "val_loss":
@@ -168,11 +163,11 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
         details["diagnostics"] = diag
         value = diag["pseudo_auroc"].get(diag.get("selected_score"), float("nan"))
     else:
-        value, details["n"] = _labelled_auroc(setup, det, dd.normaliser)
+        value, details["n"] = _labelled_auroc(setup, det, det_data.normaliser)
     return float(value), details
 
 
-def _set_physical_pseudo(det: Any, data: LensData, dd: Any, setup: SweepSetup) -> None:
+def _set_physical_pseudo(det: Any, data: LensData, det_data: Any, setup: SweepSetup) -> None:
     """Give a detector with a label-free choice physical pseudo-anomalies: its validation
     normals re-rendered with random point masses (``darklens.simulate.pseudo``), when the data
     say how darklens simulated them; else it keeps its own proxy (patch swaps)."""
@@ -181,10 +176,10 @@ def _set_physical_pseudo(det: Any, data: LensData, dd: Any, setup: SweepSetup) -
     from darklens.simulate.pseudo import pseudo_for_data
 
     normal_id = data.class_names.index(setup.normal)
-    rows = dd.split.val[data.labels[dd.split.val] == normal_id]
+    rows = det_data.split.val[data.labels[det_data.split.val] == normal_id]
     pseudo = pseudo_for_data(data, rows, pseudo_seed=setup.seed)
     if pseudo is not None:
-        det.set_pseudo_anomalies(torch.as_tensor(dd.normaliser(pseudo.numpy())))
+        det.set_pseudo_anomalies(torch.as_tensor(det_data.normaliser(pseudo.numpy())))
 
 
 def _labelled_auroc(setup: SweepSetup, det: Any, normaliser: Normaliser) -> tuple[float, dict]:

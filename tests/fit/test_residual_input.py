@@ -18,9 +18,9 @@ import pytest
 from darklens.cli import main
 from darklens.data.dataset import Normaliser
 from darklens.data.formats import load_dataset, write_shard
-from darklens.evaluate.scoring import score_images
 from darklens.fit.residual_input import FILE, ResidualInput
 from darklens.models.persistence import load_run
+from darklens.models.scoring import score_images
 from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import simulate_dataset
 

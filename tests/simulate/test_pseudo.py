@@ -57,7 +57,7 @@ def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None
     from darklens.train.data import detection_data
 
     data = simulate_dataset("demo", 20, 5, classes=("no_sub", "cdm"), backend="eager")
-    dd = detection_data(data, "no_sub", 0)
+    det_data = detection_data(data, "no_sub", 0)
 
     class Det:
         pseudo = None
@@ -66,7 +66,8 @@ def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None
             self.pseudo = images
 
     det = Det()
-    _set_physical_pseudo(det, data, dd, SweepSetup("infotheoretic", data, [], {}, "pseudo_auroc"))
-    n_val = int((data.labels[dd.split.val] == 0).sum())
+    setup = SweepSetup("infotheoretic", data, [], {}, "pseudo_auroc")
+    _set_physical_pseudo(det, data, det_data, setup)
+    n_val = int((data.labels[det_data.split.val] == 0).sum())
     assert det.pseudo is not None and det.pseudo.shape == (n_val, 1, 64, 64)
     assert float(det.pseudo.min()) >= 0.0 and float(det.pseudo.max()) <= 1.0  # minmax, as trained

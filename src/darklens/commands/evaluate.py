@@ -32,10 +32,10 @@ from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.evaluate.scoring import score_all_images, score_images
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
+from darklens.models.scoring import score_all_images, score_images
 from darklens.train.data import detection_split
 
 MAX_RECORDED = 50  # not-scored images listed in metrics.json

@@ -23,10 +23,10 @@ import numpy as np
 from darklens.data.dataset import Normaliser
 from darklens.data.formats import image_names, load_dataset
 from darklens.errors import DataError
-from darklens.evaluate.scoring import score_images
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
+from darklens.models.scoring import score_images
 
 NOT_FITTED = "not_fitted"  # the flag of an image with a NaN score (the detector could not fit it)
 MAX_NAMED = 10  # not-scored images named in the warning

@@ -33,13 +33,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from darklens.data.dataset import NORMALISATIONS, ImageDataset
 from darklens.data.fingerprint import fingerprint
@@ -47,21 +45,19 @@ from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
 from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
-from darklens.evaluate.scoring import score_images
 from darklens.fit.instrument import instrument_for_data
 from darklens.fit.residual_input import OPTION_KEYS, ResidualInput
-from darklens.models.base import create_detector, detector_class, list_detectors
-from darklens.models.persistence import save_run
+from darklens.models.base import detector_class, list_detectors
 from darklens.train import distributed as dd
-from darklens.train.config import TRAIN_KEYS, parse_config
+from darklens.train.config import parse_config
 from darklens.train.data import (
     SimulatorStream,
     detection_data,
     detection_split,
     simulator_views,
 )
-from darklens.train.loop import TrainConfig, fit
-from darklens.train.rng import seed_everything
+from darklens.train.loop import TrainConfig
+from darklens.train.run import train_run
 
 VIEW_MODES = ("augment", "native")
 INPUTS = ("raw", "residual")
@@ -208,41 +204,28 @@ def run(args: argparse.Namespace) -> int:
     elif args.instrument and not residual:
         raise DarklensError(f"--instrument: detector {args.detector} does not fit the smooth "
                             "lens (use --detector residual-chi2, or --input residual)")
-    seed_everything(args.seed)
-    try:
-        detector = create_detector(args.detector, image_size=int(size), in_channels=int(channels),
-                                   **det_opts)
-    except (TypeError, ValueError) as err:
-        raise DarklensError(f"bad options for detector {args.detector}: {err}") from err
-    if args.labelled_anomalies:
-        extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser, transform)
-    values = {k: v for k, v in detector.train_defaults.items() if k in TRAIN_KEYS}
-    values.update(train_opts)
-    cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    values.update({k: v for k, v in cli.items() if v is not None})
-    values.update(seed=args.seed, out_dir=str(out), resume=args.resume, device=args.device,
-                  progress=not args.no_progress)
-    cfg = TrainConfig.from_dict(values)
-
-    start = time.perf_counter()
-    result = fit(detector, train_set, val_set if fit_val is None else fit_val, cfg)
-    if dd.rank() != 0:
-        dd.shutdown()
-        return 0
-    val_scores = _score_dataset(detector, val_set, args.device)
-    extra["train"] = asdict(cfg)
-    extra["world_size"] = dd.world_size()
-    extra["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                       "best_val_loss": result.best_val_loss,
-                       "stopped_early": result.stopped_early, "seconds": result.seconds}
-    if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
-        extra["diagnostics"] = detector.diagnostics()
-    if transform is not None:  # before config.json, which marks the run finished
-        extra["input"] = {**extra["input"], **transform.save(out)}
-    else:
+    if transform is None:
         extra["input"] = {"kind": "raw"}
-    save_run(out, detector, normal_scores=val_scores, extra=extra)
+    elif dd.rank() == 0:  # saved before training: config.json, written last, marks it finished
+        extra["input"] = {**extra["input"], **transform.save(out)}
+
+    def prepare(detector: Any, values: dict[str, Any]) -> None:
+        if args.labelled_anomalies:
+            extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser, transform)
+
+    cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    overrides = {k: v for k, v in cli.items() if v is not None}
+    overrides.update(out_dir=str(out), resume=args.resume, device=args.device,
+                     progress=not args.no_progress)
+    start = time.perf_counter()
+    run = train_run(args.detector, det_opts, train_opts, train_set, val_set,
+                    image_size=int(size), in_channels=int(channels), seed=args.seed,
+                    overrides=overrides, prepare=prepare, fit_val=fit_val, extra=extra)
+    is_main = dd.rank() == 0
     dd.shutdown()
+    if not is_main:
+        return 0
+    result = run.result
     took = time.perf_counter() - start
     best = "" if result.best_val_loss is None else \
         f", best validation loss {result.best_val_loss:.4g} (epoch {result.best_epoch})"
@@ -366,10 +349,3 @@ def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any,
     return {"path": str(Path(args.labelled_anomalies).resolve()),
             "n_per_class": args.n_labelled, "n": int(picked.shape[0])}
 
-
-def _score_dataset(detector: Any, dataset: ImageDataset, device: str,
-                   batch_size: int = 256) -> np.ndarray:
-    """Scores of every image, a batch at a time (never all images in memory at once)."""
-    loader = DataLoader(dataset, batch_size=batch_size)
-    parts = [score_images(detector, batch[0], batch_size, device) for batch in loader]
-    return np.concatenate(parts) if parts else np.zeros(0)

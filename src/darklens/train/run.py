@@ -1,0 +1,105 @@
+"""One way from options to a trained run: build, fit, score the normals, save.
+
+``train_run`` is how ``darklens train``, ``darklens benchmark`` and ``darklens sweep`` train a
+detector:
+
+1. build: ``create_detector(name, image_size=..., in_channels=..., **options)`` after seeding
+   every generator with the run's seed (bad options are one-line errors);
+2. the training options: the detector's ``train_defaults``, then the caller's ``options``,
+   then its ``overrides`` (seed, device, out_dir, ...); ``prepare(detector, values)`` may
+   still edit them (the benchmark plans its epochs there, the CLI adds labelled anomalies);
+3. fit: the one training loop (``darklens.train.loop.fit``);
+4. when the run has a directory (``out_dir``) and this is rank 0: score the normal validation
+   images and save the run there (``darklens.models.persistence.save_run``: config.json with
+   ``extra`` plus the training options and result, weights.pt, normal_stats.json).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from darklens.errors import DarklensError
+from darklens.models.base import Detector, create_detector
+from darklens.models.persistence import save_run
+from darklens.models.scoring import score_images
+from darklens.train import distributed
+from darklens.train.config import TRAIN_KEYS
+from darklens.train.loop import TrainConfig, TrainResult, fit
+from darklens.train.rng import seed_everything
+
+
+@dataclass
+class TrainedRun:
+    """What ``train_run`` did; ``normal_scores`` is None when nothing was saved."""
+
+    detector: Detector
+    config: TrainConfig
+    result: TrainResult
+    normal_scores: np.ndarray | None = None
+
+
+def build_detector(name: str, image_size: int, in_channels: int, options: dict[str, Any],
+                   seed: int) -> Detector:
+    """The detector ``name`` with ``options``, its weights drawn after seeding with ``seed``."""
+    seed_everything(seed)
+    try:
+        return create_detector(name, image_size=int(image_size), in_channels=int(in_channels),
+                               **options)
+    except (TypeError, ValueError) as err:
+        raise DarklensError(f"bad options for detector {name}: {err}") from err
+
+
+def train_values(detector: Detector, options: dict[str, Any],
+                 overrides: dict[str, Any]) -> dict[str, Any]:
+    """Training options: the detector's defaults < ``options`` < ``overrides``."""
+    values = {k: v for k, v in detector.train_defaults.items() if k in TRAIN_KEYS}
+    values.update(options)
+    values.update(overrides)
+    return values
+
+
+def score_dataset(detector: Detector, dataset: Dataset, device: str,
+                  batch_size: int = 256) -> np.ndarray:
+    """Scores of every image of a dataset of (image, label), a batch at a time (never every
+    image in memory at once)."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    parts = [score_images(detector, batch[0], batch_size, device) for batch in loader]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def train_run(name: str, detector_options: dict[str, Any], train_options: dict[str, Any],
+              train_set: Dataset, val_set: Dataset, *, image_size: int, in_channels: int,
+              seed: int, overrides: dict[str, Any] | None = None,
+              prepare: Callable[[Detector, dict[str, Any]], None] | None = None,
+              fit_val: Dataset | None = None,
+              extra: dict[str, Any] | None = None) -> TrainedRun:
+    """Build, fit, score the normals and save (see the module docstring).
+
+    ``val_set``: the normal validation images (early stopping, and the scores that calibrate
+    the saved run); ``fit_val`` replaces it for the loop's validation loss only (native views).
+    """
+    detector = build_detector(name, image_size, in_channels, detector_options, seed)
+    values = train_values(detector, train_options, {**(overrides or {}), "seed": seed})
+    if prepare is not None:
+        prepare(detector, values)
+    cfg = TrainConfig.from_dict(values)
+    result = fit(detector, train_set, val_set if fit_val is None else fit_val, cfg)
+    run = TrainedRun(detector, cfg, result)
+    if cfg.out_dir is None or distributed.rank() != 0:
+        return run
+    run.normal_scores = score_dataset(detector, val_set, cfg.device)
+    record = dict(extra or {})
+    record["train"] = asdict(cfg)
+    record["world_size"] = distributed.world_size()
+    record["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                        "best_val_loss": result.best_val_loss,
+                        "stopped_early": result.stopped_early, "seconds": result.seconds}
+    if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
+        record["diagnostics"] = detector.diagnostics()
+    save_run(cfg.out_dir, detector, normal_scores=run.normal_scores, extra=record)
+    return run
