@@ -11,13 +11,11 @@ import torch
 from darklens.cli import main
 from darklens.data.dataset import Normaliser
 from darklens.data.formats import write_deeplense_folder
+from darklens.simulate.observation import noise_sigma
+from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import get_preset
-from darklens.simulate.simulator import (
-    _noise_sigma,
-    draw_parameters,
-    render_noiseless,
-    simulate_dataset,
-)
+from darklens.simulate.render import render_noiseless
+from darklens.simulate.simulator import simulate_dataset
 from darklens.simulate.views import render_views
 from darklens.train import distributed as dd
 from darklens.train.data import SimulatorStream
@@ -37,7 +35,7 @@ def _take(stream: SimulatorStream, n: int) -> torch.Tensor:
 def _clean_and_sigma(preset, idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     p = draw_parameters(preset, "no_sub", torch.as_tensor(idx), seed)
     clean = render_noiseless(preset, p, substructure=True)
-    return clean, _noise_sigma(preset, p, clean).expand_as(clean)
+    return clean, noise_sigma(preset, p, clean).expand_as(clean)
 
 
 def test_stream_views_are_one_noiseless_lens_with_independent_noise() -> None:

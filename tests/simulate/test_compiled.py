@@ -13,14 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from darklens.simulate import compiled, simulator
+from darklens.simulate import compiled, observation, render
+from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import get_preset
-from darklens.simulate.simulator import (
-    draw_parameters,
-    render_noiseless,
-    simulate_batch,
-    simulate_dataset,
-)
+from darklens.simulate.render import render_noiseless
+from darklens.simulate.simulator import simulate_batch, simulate_dataset
 from darklens.simulate.views import render_views
 from lenstronomy_grid import lenstronomy_image_data
 
@@ -86,7 +83,7 @@ def test_compiled_render_matches_lenstronomy(needs_compiler):
     n, pix = PRESET.n_pix, PRESET.pixel_scale
     p = draw_parameters(PRESET, "cdm", torch.arange(3), seed=1)
     ours = render_noiseless(PRESET, p, backend="compiled").double().numpy()
-    taps = simulator._psf_taps(PRESET, p, torch.float64).numpy()
+    taps = render._psf_taps(PRESET, p, torch.float64).numpy()
     data = lenstronomy_image_data(n, pix)
     v = {k: t.numpy() for k, t in p.items()}
     for i in range(3):
@@ -131,10 +128,10 @@ def test_compiled_tnfw_points_vortex_lens_light_and_counts_noise(needs_compiler)
     assert float((got.double() - ref).abs().max() / ref.abs().max()) < 1e-5
     no_sub = render_noiseless(KITCHEN_SINK, p, substructure=False, dtype=torch.float64)
     assert float((ref - no_sub).abs().max() / ref.abs().max()) > 1e-3  # substructure shows
-    sigma = simulator._noise_sigma(KITCHEN_SINK, p, got)
+    sigma = observation.noise_sigma(KITCHEN_SINK, p, got)
     assert sigma.shape == got.shape  # counts noise: per pixel
-    fast = simulator.observe(KITCHEN_SINK, got, sigma, 2, "cdm", idx, backend="compiled")
-    slow = simulator.observe(KITCHEN_SINK, got, sigma, 2, "cdm", idx, backend="eager")
+    fast = observation.observe(KITCHEN_SINK, got, sigma, 2, "cdm", idx, backend="compiled")
+    slow = observation.observe(KITCHEN_SINK, got, sigma, 2, "cdm", idx, backend="eager")
     assert float((fast - slow).abs().max()) < 1e-5
 
 

@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from darklens.simulate import rng
+from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import Prior, get_preset, list_presets, with_overrides
-from darklens.simulate.simulator import (
-    draw_parameters,
-    render_noiseless,
-    simulate_batch,
-    simulate_dataset,
-)
+from darklens.simulate.render import render_noiseless
+from darklens.simulate.simulator import simulate_batch, simulate_dataset
 
 COLUMNS = (
     "theta_e",

@@ -15,14 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from darklens.simulate.observation import noise_sigma, observe
+from darklens.simulate.parameters import CLASS_IDS, draw_parameters
 from darklens.simulate.presets import Preset
-from darklens.simulate.simulator import (
-    CLASS_IDS,
-    _noise_sigma,
-    draw_parameters,
-    observe,
-    render_noiseless,
-)
+from darklens.simulate.render import render_noiseless
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def residual_power(
         p = draw_parameters(preset, class_name, idx, seed)
         clean = render_noiseless(preset, p, substructure=True, dtype=torch.float64)
         smooth = render_noiseless(preset, p, substructure=False, dtype=torch.float64)
-        sigma = _noise_sigma(preset, p, clean)
+        sigma = noise_sigma(preset, p, clean)
         if preset.normalisation == "minmax":
             noisy = observe(flux, clean, sigma, seed, class_name, idx).double()
             scale2 = (noisy.amax((1, 2)) - noisy.amin((1, 2))).clamp_min(1e-12) ** 2

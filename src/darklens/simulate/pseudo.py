@@ -25,8 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from darklens.simulate.observation import noise_sigma as _noise_sigma
+from darklens.simulate.observation import observe
+from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import Preset, get_preset
-from darklens.simulate.simulator import _noise_sigma, draw_parameters, observe, render_noiseless
+from darklens.simulate.render import render_noiseless
 
 
 def perturbed_normals(

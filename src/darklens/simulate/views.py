@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from darklens.simulate.observation import noise_sigma, observe
+from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import Preset, get_preset
-from darklens.simulate.simulator import (
-    _noise_sigma,
-    draw_parameters,
-    observe,
-    render_noiseless,
-)
+from darklens.simulate.render import render_noiseless
 
 VIEW_SEED_STRIDE = 2**32
 # The parameters of the source light (``draw_parameters``); redrawn per view with new_source.
@@ -60,7 +57,7 @@ def render_views(
         idx = idx_all[start:start + batch_size]
         p = draw_parameters(preset, class_name, idx, seed)
         clean = render_noiseless(preset, p, substructure=True)
-        sigma = _noise_sigma(preset, p, clean)
+        sigma = noise_sigma(preset, p, clean)
         views = []
         for v in range(n_views):
             view_seed = seed + v * VIEW_SEED_STRIDE
@@ -77,4 +74,4 @@ def _with_new_source(preset: Preset, class_name: str, idx: Tensor, view_seed: in
     drawn = draw_parameters(preset, class_name, idx, view_seed)
     q = {**p, **{k: drawn[k] for k in SOURCE_KEYS if k in drawn}}
     clean = render_noiseless(preset, q, substructure=True)
-    return clean, _noise_sigma(preset, q, clean)
+    return clean, noise_sigma(preset, q, clean)

@@ -25,8 +25,9 @@ from darklens.data.hdf5 import write_shard
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.simulate import compiled
+from darklens.simulate.parameters import CLASS_IDS
 from darklens.simulate.presets import Preset, from_dict
-from darklens.simulate.simulator import CLASS_IDS, simulate_batch
+from darklens.simulate.simulator import simulate_batch
 
 
 @dataclass(frozen=True)
