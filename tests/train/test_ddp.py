@@ -13,7 +13,7 @@ import torch
 from darklens.data.formats import write_deeplense_folder
 from toy_lenses import toy_lensdata
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "ddp_worker.py"  # beside toy_lenses.py
 
 
 def test_two_process_ddp_run_keeps_ranks_identical(tmp_path):
