@@ -62,6 +62,22 @@ SPLITS = ("train", "test")  # the position is the split id of the seed
 # over pixels of (noiseless / sigma)^2) lands roughly in 30-150: with U[4, 8] its 10/50/90
 # percentiles were 44/74/133 (150 test no_sub images, seed 0); U[20, 40] gave 185/279/430.
 AMP_RANGE = (4.0, 8.0)
+# Brightness regimes: (Sersic amplitude range, exposure time in s). "faint" is the set above;
+# "bright" gives the whole-image S/N of DeepLense-like data (model-a64: 10/50/90 percentiles
+# of about 1200/1400/1750), with the same lenses, subhalos, PSF and background noise.
+REGIMES = {"faint": (AMP_RANGE, EXPOSURE_TIME), "bright": ((60.0, 120.0), 60000.0)}
+
+
+def priors(regime: str = "faint") -> dict[str, str]:
+    """The priors of a brightness regime, as recorded in the manifest."""
+    (lo, hi), exposure = REGIMES[regime]
+    out = dict(PRIORS)
+    out["source"] = out["source"].replace(f"U[{AMP_RANGE[0]:g}, {AMP_RANGE[1]:g}]",
+                                          f"U[{lo:g}, {hi:g}]")
+    out["noise"] = out["noise"].replace(f"exposure time {EXPOSURE_TIME:g} s",
+                                        f"exposure time {exposure:g} s")
+    return out
+
 
 PRIORS = {
     "macro_lens": "SIE theta_E ~ U[0.9, 1.4] arcsec, e1, e2 ~ U[-0.2, 0.2], centre x, y ~ "
@@ -96,7 +112,8 @@ def image_rng(seed: int, split: str, cls: str, index: int) -> np.random.Generato
     return np.random.default_rng([seed, SPLITS.index(split), CLASSES.index(cls), index])
 
 
-def draw_params(rng: np.random.Generator, cls: str) -> dict[str, Any]:
+def draw_params(rng: np.random.Generator, cls: str,
+                amp_range: tuple[float, float] = AMP_RANGE) -> dict[str, Any]:
     """Every parameter of one lens system (floats, and arrays of the point masses)."""
     p: dict[str, Any] = {}
     p["theta_E"] = rng.uniform(0.9, 1.4)
@@ -107,7 +124,7 @@ def draw_params(rng: np.random.Generator, cls: str) -> dict[str, Any]:
     p["n_sersic"] = rng.uniform(0.8, 2.5)
     p["src_e1"], p["src_e2"] = rng.uniform(-0.25, 0.25, 2)
     p["src_x"], p["src_y"] = rng.uniform(-0.25, 0.25, 2)
-    p["amp"] = rng.uniform(*AMP_RANGE)
+    p["amp"] = rng.uniform(*amp_range)
     p["psf_fwhm"] = rng.uniform(0.08, 0.16)
     theta = x = y = np.zeros(0)
     if cls == "cdm":
@@ -203,15 +220,16 @@ def render(params: dict[str, Any], noise: bool = False, rng: np.random.Generator
     return image
 
 
-def noise_variance(clean: np.ndarray) -> np.ndarray:
+def noise_variance(clean: np.ndarray, exposure: float = EXPOSURE_TIME) -> np.ndarray:
     """Per-pixel variance of the noise on a noiseless image (Poisson + background)."""
-    return np.clip(clean, 0, None) / EXPOSURE_TIME + BACKGROUND_RMS**2
+    return np.clip(clean, 0, None) / exposure + BACKGROUND_RMS**2
 
 
-def noise_draw(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One noise realisation: Poisson counts over EXPOSURE_TIME plus Gaussian background."""
+def noise_draw(clean: np.ndarray, rng: np.random.Generator,
+               exposure: float = EXPOSURE_TIME) -> np.ndarray:
+    """One noise realisation: Poisson counts over the exposure plus Gaussian background."""
     mean = np.clip(clean, 0, None)
-    counts = rng.poisson(mean * EXPOSURE_TIME) / EXPOSURE_TIME
+    counts = rng.poisson(mean * exposure) / exposure
     return counts - clean + rng.normal(0.0, BACKGROUND_RMS, clean.shape)
 
 
@@ -222,18 +240,20 @@ def minmax(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def make_image(seed: int, split: str, cls: str, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+def make_image(seed: int, split: str, cls: str, index: int,
+               regime: str = "faint") -> tuple[np.ndarray, dict[str, Any]]:
     """One image (normalised float32) and its truth row: parameters, snr, substructure_chi2."""
+    amp_range, exposure = REGIMES[regime]
     rng = image_rng(seed, split, cls, index)
-    params = draw_params(rng, cls)
+    params = draw_params(rng, cls, amp_range)
     clean = render(params)
-    variance = noise_variance(clean)
+    variance = noise_variance(clean, exposure)
     snr = float(np.sqrt(np.sum(clean**2 / variance)))
     chi2 = 0.0
     if len(params["sub_theta_E"]):
         smooth = render(params, substructure=False)
         chi2 = float(np.sum((clean - smooth) ** 2 / variance))
-    image = minmax(clean + noise_draw(clean, rng))
+    image = minmax(clean + noise_draw(clean, rng, exposure))
     row: dict[str, Any] = {"split": split, "class": cls, "index": index,
                            "file": f"{split}/{cls}/{name(cls, index)}"}
     for key, value in params.items():
@@ -276,9 +296,9 @@ def _row_path(out: Path, split: str, cls: str, index: int) -> Path:
     return out / ".truth" / split / cls / f"{cls}_{index:06d}.json"
 
 
-def _make_one(task: tuple[str, int, str, str, int]) -> dict[str, Any]:
-    out, seed, split, cls, index = task
-    image, row = make_image(seed, split, cls, index)
+def _make_one(task: tuple[str, int, str, str, int, str]) -> dict[str, Any]:
+    out, seed, split, cls, index, regime = task
+    image, row = make_image(seed, split, cls, index, regime)
     root = Path(out)
     _write_text(_row_path(root, split, cls, index), json.dumps(row))
     _write_atomic(root / split / cls / name(cls, index),
@@ -294,7 +314,7 @@ def plan(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
 
 
 def make(out: Path, n_train: int, n_test: int, seed: int, workers: int = 2,
-         log=print) -> list[dict[str, Any]]:
+         log=print, regime: str = "faint") -> list[dict[str, Any]]:
     """Write the data set (resuming a partial one); return the truth rows in file order."""
     import lenstronomy
     from lenstronomy.Data.psf import PSF  # noqa: F401  (imported once here, before the fork)
@@ -306,7 +326,7 @@ def make(out: Path, n_train: int, n_test: int, seed: int, workers: int = 2,
     old: dict[str, Any] = {}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
-        if old.get("seed") != seed or old.get("priors") != PRIORS:
+        if old.get("seed") != seed or old.get("priors") != priors(regime):
             raise SystemExit(f"{out} holds a set made with seed {old.get('seed')} (or other "
                              "priors); use another --out")
     manifest: dict[str, Any] = {
@@ -315,7 +335,7 @@ def make(out: Path, n_train: int, n_test: int, seed: int, workers: int = 2,
         "lenstronomy": lenstronomy.__version__, "numpy": np.__version__,
         "seeding": "np.random.default_rng([seed, split_id, class_id, index]); split_id: "
                    f"{dict(enumerate(SPLITS))}, class_id: {dict(enumerate(CLASSES))}",
-        "priors": PRIORS, "date": old.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+        "regime": regime, "priors": priors(regime), "date": old.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
         "complete": False, "render_runs": old.get("render_runs", []),
     }
     _write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
@@ -326,7 +346,7 @@ def make(out: Path, n_train: int, n_test: int, seed: int, workers: int = 2,
         if (out / split / cls / name(cls, index)).exists() and row_path.exists():
             rows[(split, cls, index)] = json.loads(row_path.read_text())
         else:
-            todo.append((str(out), seed, split, cls, index))
+            todo.append((str(out), seed, split, cls, index, regime))
     log(f"{len(rows)} images already present, {len(todo)} to render with {workers} worker(s)")
     start = time.perf_counter()
     if todo:
@@ -651,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--n-test", type=int, default=300, help="test images per class")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--workers", type=int, default=2)
+    m.add_argument("--regime", choices=sorted(REGIMES), default="faint",
+                   help="brightness: faint (whole-image S/N ~40-120) or bright (S/N of "
+                   "DeepLense-like data, ~1000-1800)")
     r = sub.add_parser("run", help="darklens train + evaluate on a made set, per detector")
     r.add_argument("--data", required=True, help="data set folder written by `make`")
     r.add_argument("--detectors", default="knn,dcae,infotheoretic", help="comma-separated")
@@ -667,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "make":
         if args.n_train < 1 or args.n_test < 1 or args.workers < 1:
             p.error("--n-train, --n-test and --workers must be positive")
-        rows = make(Path(args.out), args.n_train, args.n_test, args.seed, args.workers)
+        rows = make(Path(args.out), args.n_train, args.n_test, args.seed, args.workers,
+                    regime=args.regime)
         print_summary(summary(rows))
         print(f"wrote {args.out} (truth.csv, manifest.json)")
         return 0

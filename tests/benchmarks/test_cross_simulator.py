@@ -145,3 +145,25 @@ def test_score_diagnostics_joins_scores_to_truth(made, tmp_path):
     diag = xs.score_diagnostics(made, tmp_path)
     assert diag["spearman_score_snr"] == pytest.approx(1.0)
     assert sum(b["n"] for b in diag["auroc_by_chi2"].values()) == 2 * N_TEST
+
+
+def test_bright_regime_is_the_same_lens_at_a_higher_signal_to_noise():
+    assert xs.priors("faint") == xs.PRIORS
+    assert xs.priors("bright") != xs.PRIORS
+    _, faint = xs.make_image(7, "test", "cdm", 0)
+    _, bright = xs.make_image(7, "test", "cdm", 0, regime="bright")
+    for key in ("theta_E", "lens_e1", "gamma1", "src_x", "n_sub"):
+        assert faint[key] == bright[key]
+    assert bright["snr"] > 8 * faint["snr"]
+    assert bright["substructure_chi2"] > 50 * faint["substructure_chi2"]
+
+
+def test_the_manifest_records_the_regime(tmp_path):
+    out = tmp_path / "bright"
+    xs.make(out, 1, 1, seed=7, workers=1, log=lambda _msg: None, regime="bright")
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["regime"] == "bright" and manifest["priors"] == xs.priors("bright")
+    with pytest.raises(SystemExit):  # the same folder cannot be resumed as another regime
+        xs.make(out, 1, 1, seed=7, workers=1, log=lambda _msg: None, regime="faint")

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from darklens.fit import noise
 from darklens.fit.instrument import Instrument
-from darklens.fit.smooth_model import SmoothRenderer, solve_linear, to_physical
+from darklens.fit.smooth_model import SmoothRenderer, solve_linear, to_physical, to_unconstrained
 
 FD_STEP = 1e-3  # in the unconstrained parameters (sigmoid arguments)
 
@@ -43,6 +43,9 @@ class FitOptions:
     batch_size: int = 64
     tolerance: float = 1e-5  # relative chi-square change that counts as converged
     moment_starts: int = 4  # how many moment-based starts (besides a network's guess, if any)
+    # where the PSF is fitted: the best start is tried again from these FWHMs (in pixels), since
+    # a wider PSF and a more compact source make a second minimum at high signal-to-noise
+    psf_starts: tuple[float, ...] = (1.0, 1.6)
 
 
 @dataclass
@@ -180,6 +183,19 @@ class SmoothLensFitter:
             if best_u is None:
                 best_u, best_cost = u, cost
             else:
+                better = cost < best_cost
+                best_u = torch.where(better.unsqueeze(-1), u, best_u)
+                best_cost = torch.where(better, cost, best_cost)
+        names = [spec.name for spec in self.renderer.specs]
+        if "psf_fwhm" in names and opts.psf_starts:
+            col = names.index("psf_fwhm")
+            phys = {"psf_fwhm": torch.tensor([f * inst.pixel_scale for f in opts.psf_starts])}
+            values = to_unconstrained(phys, [self.renderer.specs[col]])[:, 0]
+            for value in values:
+                start = best_u.clone()
+                start[:, col] = value
+                u, cost, n = self._levenberg_marquardt(start, data, sqrt_w, opts.start_iterations)
+                used = used + n
                 better = cost < best_cost
                 best_u = torch.where(better.unsqueeze(-1), u, best_u)
                 best_cost = torch.where(better, cost, best_cost)

@@ -77,8 +77,11 @@ def perturber_statistic(fitter: SmoothLensFitter, images: np.ndarray | Tensor,
         sub = -(gx * dx + gy * dy) / r2  # t^2 does not depend on the template's scale
         templates = renderer.observe(sub.unsqueeze(0), p)[0]  # (T, P)
         tw = (templates * sqrt_w).double()
-        num = (tw @ r_w[0].double()) ** 2
         perp = tw - (tw @ q) @ q.T
+        # the template's part outside the smooth model's directions against the residual: the
+        # likelihood ratio of one more point mass, bounded by the residual chi-square even
+        # where the fit has not quite reached its minimum
+        num = (perp @ r_w[0].double()) ** 2
         den = perp.square().sum(-1)
         ok = den > 1e-9 * den.max().clamp_min(1e-300)
         t2 = torch.where(ok, num / den.clamp_min(1e-300), torch.zeros_like(num))
