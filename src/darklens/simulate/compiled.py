@@ -292,29 +292,21 @@ def _surface_brightness(
 
     Everything is in one (B, M, M) iteration space, so inductor fuses it into one loop nest.
     """
-    # main lens: SIE (physics.sie_deflection) + external shear about the lens centre
+    # The physics is physics.py's, one formula per component (the eager path uses the same
+    # functions); here they run on per-image constants: lens (B, 9) centre, cos/sin, q^2, e, b,
+    # gamma1, gamma2 (lens_columns).
     dx, dy = x - _col(lens, 0), y - _col(lens, 1)
-    c, s = _col(lens, 2), _col(lens, 3)
-    xr, yr = dx * c + dy * s, -dx * s + dy * c
-    e, b = _col(lens, 5), _col(lens, 6)
-    psi = torch.sqrt(_col(lens, 4) * xr * xr + yr * yr).clamp_min(physics._R_FLOOR)
-    e_psi = e / psi  # one division for both angles
-    axr = b * torch.atan(xr * e_psi)
-    # atanh(z) as log1p(2z / (1 - z)) / 2: inductor's own atanh, log((1 + z) / (1 - z)) / 2,
-    # loses the small values (a relative error of 1e-3 at z ~ 1e-5, the SIS limit of the SIE)
-    z = torch.clamp(yr * e_psi, -1 + 1e-7, 1 - 1e-7)
-    ayr = b * (0.5 * torch.log1p(2.0 * z / (1.0 - z)))
-    g1, g2 = _col(lens, 7), _col(lens, 8)
-    ax = axr * c - ayr * s + (g1 * dx + g2 * dy)
-    ay = axr * s + ayr * c + (g2 * dx - g1 * dy)
+    ax, ay = physics.sie_deflection_at(dx, dy, _col(lens, 2), _col(lens, 3), _col(lens, 4),
+                                       _col(lens, 5), _col(lens, 6))
+    sx, sy = physics.shear_deflection(dx, dy, _col(lens, 7), _col(lens, 8))
+    ax, ay = ax + sx, ay + sy
     xs, ys = x.unsqueeze(1), y.unsqueeze(1)  # (1, 1, M, M)
     if use_points:
         # points (3, S, B): x, y, theta_e^2 (0 for padding); summed per pixel, in order
         px, py, th2 = (points[i].t()[..., None, None] for i in range(3))  # (B, S, 1, 1)
-        ddx, ddy = xs - px, ys - py
-        w = th2 / (ddx * ddx + ddy * ddy).clamp_min(physics._R_FLOOR**2)
-        ax = ax + (ddx * w).sum(1)
-        ay = ay + (ddy * w).sum(1)
+        dax, day = physics.point_mass_at(xs - px, ys - py, th2)
+        ax = ax + dax.sum(1)
+        ay = ay + day.sum(1)
     if use_tnfw:
         # tnfw (5, S, B): x, y, r_s, alpha_rs (0 for padding), r_trunc
         tx, ty, rs, alpha_rs, rt = (tnfw[i].t()[..., None, None] for i in range(5))
@@ -323,16 +315,10 @@ def _surface_brightness(
         ay = ay + day.sum(1)
     if use_line:
         # line (B, 6): start x, y, cos, sin, length, L = theta_e^2 / length
-        lx, ly = x - _col(line, 0), y - _col(line, 1)
-        lc, ls, ell, lam = _col(line, 2), _col(line, 3), _col(line, 4), _col(line, 5)
-        u, v = lx * lc + ly * ls, -lx * ls + ly * lc
-        floor = physics._R_FLOOR**2
-        r0 = (u * u + v * v).clamp_min(floor)
-        r1 = ((u - ell) * (u - ell) + v * v).clamp_min(floor)
-        a_u = 0.5 * lam * torch.log(r0 / r1)
-        a_v = lam * torch.atan2(ell * v, v * v + u * (u - ell))
-        ax = ax + (a_u * lc - a_v * ls)
-        ay = ay + (a_u * ls + a_v * lc)
+        dax, day = physics.line_mass_at(x - _col(line, 0), y - _col(line, 1), _col(line, 2),
+                                        _col(line, 3), _col(line, 4), _col(line, 5))
+        ax = ax + dax
+        ay = ay + day
     sb = _sersic(x - ax, y - ay, source)
     if use_light:
         sb = sb + _sersic(x, y, light)
