@@ -36,7 +36,7 @@ from darklens import __version__
 from darklens.evaluate.population import infer_shared_value
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.io import write_json_atomic
-from darklens.models.regression_run import load_regression_run, predict_images
+from darklens.models.regression_persistence import load_regression_run, predict_images
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
 from darklens.models.training_prior import TrainingPrior
 from darklens.simulate.presets import get_preset, with_overrides

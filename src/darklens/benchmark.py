@@ -21,6 +21,9 @@ Layout of ``OUT``::
 Interrupted benchmarks resume: a run whose ``result.json`` holds the same key (detector,
 options, data fingerprint, split, epochs cap, budget) is not trained again; a run cut short
 continues from its checkpoint with the epochs it had planned.
+
+(Over 400 lines: the protocol (data, per-run epoch plan, ``train_run``, scoring, summary over
+seeds) is kept in one file so that it reads top to bottom.)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from darklens.evaluate.population import (
     summed_log_evidence,
 )
 from darklens.evaluate.run_population import prior_std, uninformative_warning
-from darklens.models.regression_run import load_regression_run, predict_images
+from darklens.models.regression_persistence import load_regression_run, predict_images
 from darklens.models.training_prior import TrainingPrior, describe_training_prior, parse_prior
 
 TARGET = "log10_axion_mass"

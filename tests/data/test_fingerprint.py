@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 
 from darklens.data.fingerprint import fingerprint
-from darklens.models.regression_run import is_training_data
+from darklens.models.regression_persistence import is_training_data
 
 
 def _recorded(fp: str | None) -> dict:

@@ -21,7 +21,7 @@ from darklens.data.npy_safe import save_npy
 from darklens.errors import CheckpointError, DarklensError
 from darklens.models.base import create_detector
 from darklens.models.persistence import WEIGHTS, load_run, save_run
-from darklens.models.regression_run import RUN_JSON, load_regression_run
+from darklens.models.regression_persistence import RUN_JSON, load_regression_run
 from darklens.models.regressor import Regressor
 from darklens.train.loop import CHECKPOINT, load_checkpoint
 from toy_lenses import toy_lensdata

@@ -33,7 +33,7 @@ from darklens.errors import DarklensError
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import MODELS, population_of_run
 from darklens.io import write_json_atomic, write_text_atomic
-from darklens.models.regression_run import (
+from darklens.models.regression_persistence import (
     is_training_data,
     load_regression_run,
     predict_images,

@@ -18,7 +18,7 @@ from pathlib import Path
 from darklens.data.formats import load_dataset
 from darklens.errors import DarklensError
 from darklens.io import write_json_atomic
-from darklens.models.base import list_detectors
+from darklens.models.base import list_detectors, require_detector
 from darklens.simulate.presets import list_presets
 from darklens.sweep import OBJECTIVES, SweepSetup, best_config, objective_kind, parse_param
 from darklens.sweep import run_sweep as _run_sweep
@@ -53,9 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.detector not in list_detectors():
-        raise DarklensError(f"unknown detector {args.detector!r}; "
-                            f"known: {', '.join(list_detectors())}")
+    require_detector(args.detector)
     if not args.param:
         raise DarklensError("give at least one --param NAME=KIND:ARGS")
     if args.trials < 1:

@@ -47,7 +47,7 @@ from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
 from darklens.fit.instrument import instrument_for_data
 from darklens.fit.residual_input import OPTION_KEYS, ResidualInput
-from darklens.models.base import detector_class, list_detectors
+from darklens.models.base import detector_class, list_detectors, require_detector
 from darklens.train import distributed as dd
 from darklens.train.config import parse_config
 from darklens.train.data import (
@@ -126,9 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.detector not in list_detectors():
-        raise DarklensError(f"unknown detector {args.detector!r}; "
-                            f"known: {', '.join(list_detectors())}")
+    require_detector(args.detector)
     det_opts, train_opts = parse_config(args.config)
     input_opts = input_options(args)
     views = view_options(args)

@@ -19,6 +19,9 @@ subhalos, sphere, spherical; ``vortex`` <- vort, vortices, axion.
 
 Hidden entries (names starting with ``.``: temp files of unfinished atomic writes, ``.DS_Store``)
 are ignored silently; other non-``.npy`` entries inside a class folder are skipped with a warning.
+
+(Over 400 lines: the reader and the writer of one layout, with its labels.csv, stay together so
+that the two cannot drift apart.)
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from darklens.data.lensdata import LensData
 from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.evaluate.population import infer_population_mean, infer_shared_value
-from darklens.models.regression_run import (
+from darklens.models.regression_persistence import (
     RUN_JSON,
     RegressionRun,
     is_training_data,

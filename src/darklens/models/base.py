@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from darklens.errors import DarklensError
+
 _REGISTRY: dict[str, type[Detector]] = {}
 
 # Modules that define detectors; importing them fills the registry. A new detector is one file
@@ -141,6 +143,12 @@ def detector_class(name: str) -> type[Detector]:
     if name not in _REGISTRY:
         raise KeyError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def require_detector(name: str) -> None:
+    """A one-line ``DarklensError`` (the CLI's exit 2) unless ``name`` is a registered detector."""
+    if name not in list_detectors():
+        raise DarklensError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}")
 
 
 def create_detector(name: str, **config: Any) -> Detector:

@@ -21,6 +21,11 @@ requests always run eager. Compiling costs seconds per graph (one per kind of im
 size: about 17 s for the first, render and noise, and 5-10 s for each further one on a 2-core
 machine with an empty cache; about 2 s with inductor's on-disk cache warm); graphs are kept
 per process. If compiling fails, ``auto`` warns once and renders eager from then on.
+
+The lensing formulas are not here but in :mod:`darklens.simulate.physics`, shared with the eager
+path; this module lays them out for the compiler. (Over 400 lines because the backend policy,
+``dispatch`` and the path choice, still sits beside the kernels: moving it out changes the
+callers in ``darklens.fit.smooth_model`` and in the refit and cross-simulator benchmarks.)
 """
 
 from __future__ import annotations
@@ -326,23 +331,17 @@ def _surface_brightness(
 
 
 def _render_graph(
-    x: Tensor,
-    y: Tensor,
-    lens: Tensor,
-    source: Tensor,
-    light: Tensor,
-    points: Tensor,
-    tnfw: Tensor,
-    line: Tensor,
-    taps: Tensor,
-    *,
+    *tensors: Tensor,
     n_pix: int,
     factor: int,
     pixel_area: float,
     psf_radius: int,
     **flags: bool,
 ) -> Tensor:
-    sb = _surface_brightness(x, y, lens, source, light, points, tnfw, line, **flags)
+    """``_surface_brightness`` of ``tensors[:-1]`` (see ``render``), averaged over the
+    supersampling, in flux per pixel, convolved with the PSF taps ``tensors[-1]``."""
+    *parts, taps = tensors
+    sb = _surface_brightness(*parts, **flags)
     b = sb.shape[0]
     if factor > 1:
         sb = sb.view(b, n_pix, factor, n_pix, factor).mean((2, 4))

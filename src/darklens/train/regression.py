@@ -44,7 +44,7 @@ from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.io import atomic_path, write_json_atomic
 from darklens.models.base import OptimizerGroup
-from darklens.models.regression_run import (
+from darklens.models.regression_persistence import (
     RUN_JSON,
     SPLIT_JSON,
     WEIGHTS,
