@@ -278,7 +278,8 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
 
 
 def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Path,
-              seed: int = 0, views: int = 1, pseudo: str = "physical") -> dict[str, Any]:
+              seed: int = 0, views: int = 1, pseudo: str = "physical",
+              pseudo_copies: int = 1) -> dict[str, Any]:
     train = simulate(preset, n_train, 1000 + seed, ("no_sub",), cache)
     test = simulate(preset, n_test, 2000 + seed, CLASSES, cache)
     x = torch.as_tensor(train.images)
@@ -291,8 +292,10 @@ def load_data(preset: str, n_train: int, n_test: int, n_labelled: int, cache: Pa
     if pseudo == "physical":  # the validation normals with random point-mass perturbers
         from darklens.simulate.pseudo import perturbed_normals
 
-        out["pseudo"] = perturbed_normals(preset_for(preset), np.arange(n_val), 1000 + seed,
-                                          pseudo_seed=7 + seed)
+        # ``pseudo_copies`` perturbed versions of each (different perturbers, same noise)
+        out["pseudo"] = perturbed_normals(preset_for(preset),
+                                          np.tile(np.arange(n_val), pseudo_copies),
+                                          1000 + seed, pseudo_seed=7 + seed)
     if views > 1:
         # The same training lenses rendered ``views`` times (view 0 is the image above).
         stack = native_views(preset, n_train, 1000 + seed, views, cache)
@@ -545,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--baselines", default=None,
                    help="comma-separated detectors of the baselines group (default: all)")
+    p.add_argument("--pseudo-copies", type=int, default=1,
+                   help="physical pseudo-anomalies per validation normal (each with its own "
+                   "perturbers; more copies, less sampling noise in the pseudo-AUROC)")
     p.add_argument("--only", action="append",
                    help="repeatable: run only the configuration with this label")
     p.add_argument("--pseudo", choices=("physical", "patch-swap"), default="physical",
@@ -588,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         datasets[preset] = load_data(preset, args.n_train, args.n_test, n_labelled, cache,
                                      views=max([r.views for r in runs] + [1]),
-                                     pseudo=args.pseudo)
+                                     pseudo=args.pseudo, pseudo_copies=args.pseudo_copies)
         print(f"[{preset}] data ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     main_groups = ("default", "baselines")
     # Main comparison for every seed first, then the ablations: a budget cut leaves complete
