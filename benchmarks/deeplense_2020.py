@@ -37,9 +37,9 @@ from darklens import __version__
 from darklens.data.dataset import ImageDataset, Normaliser
 from darklens.data.lensdata import LensData
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.models.scoring import score_images
 from darklens.io import write_json_atomic
 from darklens.models.base import create_detector
+from darklens.models.scoring import score_images
 from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import simulate_dataset
 from darklens.train.loop import TrainConfig, fit
