@@ -102,10 +102,12 @@ class TrainResult:
 
 
 class _Images:
-    """Re-iterable view of a loader that yields image tensors on the device (for fit_start)."""
+    """Re-iterable, unshuffled view of ``data`` that yields image tensors on the device (for
+    fit_start and fit_end); a stream stops after ``steps_per_epoch`` batches."""
 
-    def __init__(self, loader: DataLoader, device: torch.device, max_steps: int | None):
-        self.loader, self.device, self.max_steps = loader, device, max_steps
+    def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device):
+        self.loader, self.device = _loader(data, cfg, False, None), device
+        self.max_steps = cfg.steps_per_epoch if isinstance(data, IterableDataset) else None
 
     def __iter__(self) -> Iterator[Tensor]:
         for i, batch in enumerate(self.loader):
@@ -285,9 +287,7 @@ def fit(detector: Trainable, train_data: Dataset, val_data: Dataset | None = Non
             first_epoch = cfg.epochs
     else:
         detector.train()
-        detector.fit_start(_Images(_loader(train_data, cfg, False, None), device,
-                                   cfg.steps_per_epoch if isinstance(train_data, IterableDataset)
-                                   else None))
+        detector.fit_start(_Images(train_data, cfg, device))
         dd.broadcast_module(detector, buffers_only=True)
 
     model: nn.Module = detector
@@ -394,12 +394,9 @@ def fit(detector: Trainable, train_data: Dataset, val_data: Dataset | None = Non
     if cfg.restore_best and best_state is not None:
         detector.load_state_dict(best_state)
     detector.eval()
-    stream = isinstance(train_data, IterableDataset)
-    detector.fit_end(
-        _Images(_loader(train_data, cfg, False, None), device,
-                cfg.steps_per_epoch if stream else None),
-        _Images(_loader(val_data, cfg, False, None), device, None)
-        if val_data is not None and len(val_data) else None)  # type: ignore[arg-type]
+    has_val = val_data is not None and len(val_data)  # type: ignore[arg-type]
+    detector.fit_end(_Images(train_data, cfg, device),
+                     _Images(val_data, cfg, device) if has_val else None)
     detector.eval()
     result.epochs_run = len(result.history)
     result.seconds = prior_seconds + time.perf_counter() - start
