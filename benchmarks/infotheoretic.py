@@ -236,9 +236,12 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
         det.fit_end(data["train_images"].split(256), data["val_images"].split(256))
         s = det.score_all(test_x)
         det.train(was_training)
+        diag = det.diagnostics()  # the label-free criteria after this epoch, beside the truth
         curve.append({"epoch": epoch, "train_seconds": t - t0 - evaluating[0],
                       **{f"auroc_{k}": anomaly_metrics(v.numpy(), data["test"].labels)[
-                          "auroc"]["all"] for k, v in s.items()}})
+                          "auroc"]["all"] for k, v in s.items()},
+                      "selected": diag["selected_score"],
+                      **{f"pseudo_{k}": v for k, v in diag["pseudo_auroc"].items()}})
         evaluating[0] += time.perf_counter() - t
 
     t0 = time.perf_counter()
