@@ -335,7 +335,8 @@ def make(out: Path, n_train: int, n_test: int, seed: int, workers: int = 2,
         "lenstronomy": lenstronomy.__version__, "numpy": np.__version__,
         "seeding": "np.random.default_rng([seed, split_id, class_id, index]); split_id: "
                    f"{dict(enumerate(SPLITS))}, class_id: {dict(enumerate(CLASSES))}",
-        "regime": regime, "priors": priors(regime), "date": old.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+        "regime": regime, "priors": priors(regime),
+        "date": old.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
         "complete": False, "render_runs": old.get("render_runs", []),
     }
     _write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
