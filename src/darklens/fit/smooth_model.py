@@ -167,7 +167,7 @@ class SmoothRenderer:
         eligible = self.dtype == torch.float32 and not (torch.is_grad_enabled() and
                                                         u.requires_grad)
         return compiled.dispatch(self.backend, u.shape[0], lambda: self._compiled(u, parts),
-                                 lambda: self._eager(u)[:, list(parts)], eligible=eligible)
+                                 lambda: self._eager(u, parts), eligible=eligible)
 
     def dependencies(self) -> list[list[int]]:
         """For each component, the columns of ``u`` it depends on: the lens light does not
@@ -219,17 +219,19 @@ class SmoothRenderer:
                   for lens_cols, light in (columns[i] for i in parts)]
         return torch.stack(images, 1).reshape(b, len(parts), inst.n_pix * inst.n_pix)
 
-    def _eager(self, u: Tensor) -> Tensor:
-        """Eager PyTorch rendering (differentiable; any dtype)."""
+    def _eager(self, u: Tensor, parts: tuple[int, ...]) -> Tensor:
+        """Eager PyTorch rendering (differentiable; any dtype) of the components ``parts``."""
         p, bx, by = self.source_plane(u)
-        images = [self.source_light(p, bx, by)]
-        if self.inst.lens_light:
+        images = {}
+        if 0 in parts:
+            images[0] = self.source_light(p, bx, by)
+        if 1 in parts:
             gq, gphi = axis_ratio_angle(p["light_e1"].view(-1, 1), p["light_e2"].view(-1, 1))
             one = torch.ones_like(bx[:, :1])
-            images.append(physics.sersic_profile(
+            images[1] = physics.sersic_profile(
                 self.x, self.y, one, p["light_r_eff"].view(-1, 1), p["light_n"].view(-1, 1),
-                gq, gphi, p["lens_x"].view(-1, 1), p["lens_y"].view(-1, 1)))
-        return self.observe(torch.stack(images, 1), p)
+                gq, gphi, p["lens_x"].view(-1, 1), p["lens_y"].view(-1, 1))
+        return self.observe(torch.stack([images[i] for i in parts], 1), p)
 
     def observe(self, sub_images: Tensor, p: dict[str, Tensor]) -> Tensor:
         """(B, C, P_sub) surface brightness at the (sub)pixels -> (B, C, P) pixel images:

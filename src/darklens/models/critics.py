@@ -35,7 +35,17 @@ class ProjectionHead(nn.Module):
         return self.net(h)
 
 
-class CosineCritic(nn.Module):
+class _TemperatureCritic(nn.Module):
+    """A critic with a fixed, positive temperature."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+
+class CosineCritic(_TemperatureCritic):
     """f(z, zbar) = cos(z, zbar) / temperature; bounded by 1/temperature in absolute value.
 
     Always sees directions only, so the norm of z is free for the entropy penalty and the
@@ -43,16 +53,13 @@ class CosineCritic(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.2) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
+        super().__init__(temperature)
 
     def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
         return F.normalize(z, dim=1) @ F.normalize(zbar, dim=1).T / self.temperature
 
 
-class DotCritic(nn.Module):
+class DotCritic(_TemperatureCritic):
     """f(z, zbar) = z . zbar / temperature on the raw z: no normalisation, no learned scale.
 
     The norm of z is the critic's inverse temperature, so the entropy bound on the same z
@@ -61,10 +68,7 @@ class DotCritic(nn.Module):
     """
 
     def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
+        super().__init__(temperature)
 
     def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
         return z @ zbar.T / self.temperature

@@ -313,12 +313,7 @@ class InfoTheoretic(Detector):
 
         Kept in a non-persistent buffer: they are training data, not part of the model.
         """
-        if images is None or images.numel() == 0:
-            self.labelled = torch.zeros(0, device=self.center_vec.device)
-            return
-        if images.dim() != 4:
-            raise ValueError(f"labelled anomalies must be (N, C, H, W), got {tuple(images.shape)}")
-        self.labelled = images.detach().to(self.center_vec.device, torch.float32)
+        self.labelled = self._image_buffer(images, "labelled anomalies")
 
     def set_pseudo_anomalies(self, images: Tensor | None) -> None:
         """Pseudo-anomalies (N, C, H, W) for the label-free choice of score (None: clear).
@@ -327,12 +322,15 @@ class InfoTheoretic(Detector):
         (``darklens.simulate.pseudo.perturbed_normals``); without them the choice uses local
         patch swaps of the validation images. Not saved with the model.
         """
+        self.pseudo = self._image_buffer(images, "pseudo-anomalies")
+
+    def _image_buffer(self, images: Tensor | None, what: str) -> Tensor:
+        """``images`` (N, C, H, W) as float32 on the model's device; empty for None."""
         if images is None or images.numel() == 0:
-            self.pseudo = torch.zeros(0, device=self.center_vec.device)
-            return
+            return torch.zeros(0, device=self.center_vec.device)
         if images.dim() != 4:
-            raise ValueError(f"pseudo-anomalies must be (N, C, H, W), got {tuple(images.shape)}")
-        self.pseudo = images.detach().to(self.center_vec.device, torch.float32)
+            raise ValueError(f"{what} must be (N, C, H, W), got {tuple(images.shape)}")
+        return images.detach().to(self.center_vec.device, torch.float32)
 
     # ----------------------------------------------------------------- training
     def _contrastive_terms(
