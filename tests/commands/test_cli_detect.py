@@ -33,8 +33,12 @@ def test_train_evaluate_score_end_to_end(data_dir, tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["detector"] == "dcae" and config["config"]["latent_dim"] == 32
     assert config["config"]["image_size"] == 32 and config["train"]["epochs"] == 8
-    assert config["split"]["n_train"] == 56  # 70% of 80 normal images
-    for name in ("weights.pt", "normal_stats.json", "checkpoint.pt", "losses.csv"):
+    # 70% of 80 normal images, less the 10% (8) held out as calibration normals
+    assert config["split"]["n_train"] == 48 and config["split"]["n_cal"] == 8
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["n"] == 8 and len(calibration["scores"]) == 8
+    for name in ("weights.pt", "normal_stats.json", "calibration.json", "checkpoint.pt",
+                 "losses.csv"):
         assert (run / name).is_file(), name
 
     # same data: the held-out test part of the split (normal 16 + anomaly test shares)
@@ -54,7 +58,7 @@ def test_train_evaluate_score_end_to_end(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", str(run), str(one), str(data_dir / "test")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "source,class,score,flag" and len(lines) == 1 + 1 + 90
+    assert lines[0] == "source,class,score,p_value,anomalous,flag" and len(lines) == 1 + 1 + 90
     out_csv = tmp_path / "scores.csv"
     assert main(["score", str(run), str(data_dir / "test"), "--csv", str(out_csv)]) == 0
     with open(out_csv) as fh:

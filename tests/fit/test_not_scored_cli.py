@@ -68,8 +68,9 @@ def test_evaluate_and_score_name_images_with_a_nan_score(folders, tmp_path, caps
     err = printed.err.strip().splitlines()
     assert len(err) == 1 and "1 image(s) not scored" in err[0] and "no_sub_000000.npy" in err[0]
     rows = list(csv.DictReader(io.StringIO(printed.out)))
-    assert list(rows[0]) == ["source", "class", "score", "flag"]
+    assert list(rows[0]) == ["source", "class", "score", "p_value", "anomalous", "flag"]
     assert rows[0]["score"] == "" and rows[0]["flag"] == "not_fitted"
+    assert rows[0]["p_value"] == "" and rows[0]["anomalous"] == ""
     assert all(r["flag"] == "ok" and np.isfinite(float(r["score"])) for r in rows[1:])
     assert len(rows) == 6
 

@@ -60,7 +60,8 @@ def test_train_evaluate_score_on_residual_maps(shards, residual_run, capsys):
     assert rec["fit_options"] == INPUT_OPTIONS["fit_options"]
     assert rec["guess_images"] == 200 and set(rec["guess_validation_mae"]) >= {"theta_e"}
     n_train, n_val = config["split"]["n_train"], config["split"]["n_val_normal"]
-    assert rec["n_fitted"] == n_train + n_val and rec["n_not_fitted"] == 0
+    n_cal = config["split"]["n_cal"]  # calibration normals: held out of the training part
+    assert rec["n_fitted"] == n_train + n_cal + n_val and rec["n_not_fitted"] == 0
     assert config["normaliser"]["mode"] == "none"  # the maps are in noise units already
     assert config["data"]["streamed"] is False  # shards are loaded whole for the transform
     original = load_dataset(shards)

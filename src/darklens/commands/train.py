@@ -2,7 +2,10 @@
 
 The run directory RUN receives checkpoint.pt and losses.csv every epoch, then config.json
 (detector, training options, data fingerprint and split), weights.pt and normal_stats.json
-(scores of the normal validation images). ``--resume`` continues an interrupted run in RUN.
+(scores of the normal validation images) and calibration.json (scores of held-out calibration
+normals: ``--cal-fraction`` of the normal images, taken out of the training part and never
+trained or validated on; with ``--preset``, ``--cal-size`` fresh simulations), from which
+``darklens score`` computes conformal p-values. ``--resume`` continues an interrupted run in RUN.
 
 ``--views native`` (a detector with ``accepts_native_views``, i.e. infotheoretic, on the
 simulator stream ``--preset``): every training and validation lens is rendered ``--n-views``
@@ -57,7 +60,7 @@ from darklens.train.data import (
     simulator_views,
 )
 from darklens.train.loop import TrainConfig
-from darklens.train.run import train_run
+from darklens.train.run import calibration_split, train_run
 
 VIEW_MODES = ("augment", "native")
 INPUTS = ("raw", "residual")
@@ -84,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="normal images held out for `darklens evaluate`")
+    p.add_argument("--cal-fraction", type=float, default=0.1,
+                   help="normal images held out of training as calibration normals, whose "
+                   "scores give `darklens score` its p-values (default 0.1; 0: none)")
+    p.add_argument("--cal-size", type=int, default=200,
+                   help="calibration images with --preset (fresh simulations; default 200)")
     p.add_argument("--steps-per-epoch", type=int, default=50, help="with --preset")
     p.add_argument("--val-size", type=int, default=200, help="validation images with --preset")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -141,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     normalise = args.normalise or ("none" if residual else "minmax")
     extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
     fit_val: Any = None  # what the loop validates on, when not the plain val_set
+    cal_set: Any = None  # held-out calibration normals (calibration.json)
     transform: ResidualInput | None = None
     if args.data:
         # HDF5 shards are streamed (bounded memory); other formats are loaded whole, and so
@@ -156,10 +165,18 @@ def run(args: argparse.Namespace) -> int:
         det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
                                   args.test_fraction, normalise)
         train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
+        n_normal = int((data.labels == data.class_names.index(args.normal)).sum())
+        n_cal = int(round(args.cal_fraction * n_normal))
+        if args.cal_fraction < 0 or (args.cal_fraction > 0 and n_cal == 0):
+            raise DarklensError(f"--cal-fraction {args.cal_fraction} leaves no calibration "
+                                f"normals out of {n_normal}")
+        if n_cal:
+            train_set, cal_set = calibration_split(train_set, n_cal, args.seed)
         extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
                           "test_fraction": args.test_fraction,
-                          "n_train": len(det_data.split.train),
-                          "n_val_normal": len(det_data.val), "n_test": len(det_data.split.test)}
+                          "cal_fraction": args.cal_fraction, "n_train": len(train_set),
+                          "n_cal": n_cal, "n_val_normal": len(det_data.val),
+                          "n_test": len(det_data.split.test)}
     else:
         from darklens.data.dataset import Normaliser
         from darklens.simulate.simulator import simulate_dataset
@@ -171,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         val_data = simulate_dataset(args.preset, args.val_size, seed=args.seed + 1,
                                     classes=(args.normal,))
         val_set = ImageDataset(val_data, None, normaliser)
+        if args.cal_size > 0:  # fresh normals from their own seed, never trained on
+            cal_set = ImageDataset(simulate_dataset(args.preset, args.cal_size,
+                                                    seed=args.seed + 2,
+                                                    classes=(args.normal,)), None, normaliser)
         batch = int(args.batch_size or train_opts.get("batch_size")
                     or detector_class(args.detector).train_defaults.get("batch_size")
                     or TrainConfig.batch_size)  # as the loop will use: epochs never overlap
@@ -185,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
         train_opts.setdefault("steps_per_epoch", args.steps_per_epoch)
         size, channels = val_data.images.shape[-1], val_data.images.shape[1]
         extra["data"] = {"stream": args.preset, "stream_seed": args.seed,
-                         "val_seed": args.seed + 1, "n_val": args.val_size}
+                         "val_seed": args.seed + 1, "n_val": args.val_size,
+                         "cal_seed": args.seed + 2, "n_cal": max(0, args.cal_size)}
     extra["normaliser"] = normaliser.to_dict()
     extra["views"] = views
 
@@ -218,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     run = train_run(args.detector, det_opts, train_opts, train_set, val_set,
                     image_size=int(size), in_channels=int(channels), seed=args.seed,
-                    overrides=overrides, prepare=prepare, fit_val=fit_val, extra=extra)
+                    overrides=overrides, prepare=prepare, fit_val=fit_val, extra=extra,
+                    cal_set=cal_set)
     is_main = dd.rank() == 0
     dd.shutdown()
     if not is_main:

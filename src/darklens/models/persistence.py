@@ -5,6 +5,8 @@ Layout written by ``save_run``::
     RUN/config.json         {"detector": name, "config": {...}, ...extra (training, data)}
     RUN/weights.pt          the state_dict (tensors only; read with weights_only=True)
     RUN/normal_stats.json   mean, std and quantiles of scores on normal validation images
+    RUN/calibration.json    scores of held-out calibration normals (never trained or validated
+                            on): what ``darklens score`` turns into conformal p-values
 
 ``load_run`` rebuilds the detector by name from ``config.json`` and loads the weights without
 unpickling arbitrary objects; anything missing, corrupt or untrusted raises ``CheckpointError``.
@@ -28,6 +30,7 @@ from darklens.safe_load import load_state_into
 CONFIG = "config.json"
 WEIGHTS = "weights.pt"
 NORMAL_STATS = "normal_stats.json"
+CALIBRATION = "calibration.json"
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 
@@ -85,3 +88,31 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
         raise CheckpointError(f"{Path(run_dir) / CONFIG}: bad config for {name} ({err})") from err
     return load_state_into(detector, Path(run_dir) / WEIGHTS, f"detector {name}",
                            map_location=map_location)
+
+
+def save_calibration(run_dir: str | os.PathLike, scores: np.ndarray,
+                     record: dict[str, Any] | None = None) -> Path:
+    """Write the held-out normals' scores (finite ones; NaN = not scored) to calibration.json."""
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.isfinite(s)
+    body = {"n": int(ok.sum()), "n_not_scored": int((~ok).sum()),
+            "scores": [float(v) for v in s[ok]], **(record or {})}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(run_dir) / CALIBRATION
+    write_json_atomic(path, body)
+    return path
+
+
+def read_calibration(run_dir: str | os.PathLike) -> np.ndarray | None:
+    """The calibration scores of a run (float64), or None for a run saved without them."""
+    path = Path(run_dir) / CALIBRATION
+    if not path.exists():
+        return None
+    body = read_json_object(path, "calibration scores", "retrain the run to recreate it")
+    scores = body.get("scores")
+    if not isinstance(scores, list) or not all(isinstance(v, (int, float)) for v in scores):
+        raise CheckpointError(f"{path}: 'scores' must be a list of numbers")
+    out = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(out).all():
+        raise CheckpointError(f"{path}: non-finite calibration scores")
+    return out

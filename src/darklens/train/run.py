@@ -11,7 +11,13 @@ detector:
 3. fit: the one training loop (``darklens.train.loop.fit``);
 4. when the run has a directory (``out_dir``) and this is rank 0: score the normal validation
    images and save the run there (``darklens.models.persistence.save_run``: config.json with
-   ``extra`` plus the training options and result, weights.pt, normal_stats.json).
+   ``extra`` plus the training options and result, weights.pt, normal_stats.json); with a
+   ``cal_set``, also score those held-out calibration normals into calibration.json, from
+   which ``darklens score`` computes conformal p-values. The calibration normals must be used
+   neither for training nor for validation (early stopping picks the epoch on the validation
+   images, and a detector may keep them in a memory bank), so that their scores are
+   exchangeable with those of new normal images; ``calibration_split`` carves them from the
+   training normals.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from darklens.data.dataset import ImageDataset
 from darklens.errors import DarklensError
 from darklens.models.base import Detector, create_detector
-from darklens.models.persistence import save_run
+from darklens.models.persistence import save_calibration, save_run
 from darklens.models.scoring import score_images
 from darklens.train import distributed
 from darklens.train.config import TRAIN_KEYS
@@ -41,6 +48,22 @@ class TrainedRun:
     config: TrainConfig
     result: TrainResult
     normal_scores: np.ndarray | None = None
+    calibration_scores: np.ndarray | None = None
+
+
+def calibration_split(train_set: ImageDataset, n_cal: int, seed: int
+                      ) -> tuple[ImageDataset, ImageDataset]:
+    """(training, calibration): ``n_cal`` images drawn at random (from ``seed``) out of the
+    training images, held out as calibration normals; both keep the dataset's normaliser."""
+    idx = np.asarray(train_set.indices)
+    if not 0 < n_cal < len(idx):
+        raise DarklensError(f"cannot hold out {n_cal} calibration normals from {len(idx)} "
+                            "training images (need at least one of each)")
+    rng = np.random.default_rng([int(seed), 0xCA1])  # its own stream, apart from the split's
+    cal = np.zeros(len(idx), dtype=bool)
+    cal[rng.choice(len(idx), n_cal, replace=False)] = True
+    return (ImageDataset(train_set.data, idx[~cal], train_set.normaliser),
+            ImageDataset(train_set.data, idx[cal], train_set.normaliser))
 
 
 def build_detector(name: str, image_size: int, in_channels: int, options: dict[str, Any],
@@ -77,11 +100,13 @@ def train_run(name: str, detector_options: dict[str, Any], train_options: dict[s
               seed: int, overrides: dict[str, Any] | None = None,
               prepare: Callable[[Detector, dict[str, Any]], None] | None = None,
               fit_val: Dataset | None = None,
-              extra: dict[str, Any] | None = None) -> TrainedRun:
+              extra: dict[str, Any] | None = None,
+              cal_set: Dataset | None = None) -> TrainedRun:
     """Build, fit, score the normals and save (see the module docstring).
 
     ``val_set``: the normal validation images (early stopping, and the scores that calibrate
-    the saved run); ``fit_val`` replaces it for the loop's validation loss only (native views).
+    the saved run); ``fit_val`` replaces it for the loop's validation loss only (native views);
+    ``cal_set``: held-out normal calibration images (see the module docstring), or None.
     """
     detector = build_detector(name, image_size, in_channels, detector_options, seed)
     values = train_values(detector, train_options, {**(overrides or {}), "seed": seed})
@@ -101,5 +126,10 @@ def train_run(name: str, detector_options: dict[str, Any], train_options: dict[s
                         "stopped_early": result.stopped_early, "seconds": result.seconds}
     if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
         record["diagnostics"] = detector.diagnostics()
+    if cal_set is not None:
+        run.calibration_scores = score_dataset(detector, cal_set, cfg.device)
+        # before config.json, which save_run writes last and which marks the run finished
+        save_calibration(cfg.out_dir, run.calibration_scores,
+                         {"source": "held-out normal calibration images"})
     save_run(cfg.out_dir, detector, normal_scores=run.normal_scores, extra=record)
     return run
