@@ -20,6 +20,7 @@ from darklens.models.infotheoretic import (
     select_labelled,
     spearman,
 )
+from darklens.models.infotheoretic.selection import auroc as selection_auroc
 from darklens.models.losses import entropy_penalty
 from darklens.train.loop import TrainConfig, fit
 
@@ -171,6 +172,18 @@ def test_spearman() -> None:
     assert spearman(a, a**3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert spearman(a, torch.ones(4)) == 0.0
+    assert spearman(a, torch.tensor([1.0, float("nan"), 3.0, 4.0])) == 0.0
+
+
+def test_selection_auroc_is_mann_whitney() -> None:
+    """Ties count one half, infinite scores keep their order, NaN gives chance."""
+    normal = torch.tensor([0.0, 1.0, 2.0, 2.0])
+    anomalous = torch.tensor([2.0, 3.0, float("inf")])
+    diff = anomalous[:, None] - normal[None, :]
+    expected = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    assert selection_auroc(normal, anomalous) == pytest.approx(expected)
+    assert selection_auroc(anomalous, normal) == pytest.approx(1 - expected)
+    assert selection_auroc(normal, torch.tensor([float("nan")])) == 0.5
 
 
 def test_large_beta_collapse_is_detected() -> None:

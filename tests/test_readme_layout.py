@@ -18,14 +18,14 @@ PURPOSE = {
     "data": "images on disk and in memory: formats, safe readers, datasets, fingerprint, targets",
     "simulate": "presets -> parameters -> render (eager physics or compiled) -> observation",
     "fit": "the smooth-lens fitter: Levenberg-Marquardt, initial guesses, residual maps",
-    "models": "detectors (one file each + registry), the regressor, run directories, scoring",
+    "models": "detectors (a file or package each + registry), the regressor, run files, scoring",
     "train": "the one training loop (fit), train_run, splits, data streams, DDP",
     "evaluate": "metrics, oracle ceilings, regression metrics, population inference",
     "report": "figures and the HTML report of finished runs and benchmarks",
     "commands": "one module per `darklens` sub-command (registered in cli.py)",
     "tests": "pytest, one folder per package of src/darklens (same name); helpers at the top",
     "benchmarks": "speed and quality benchmarks: print a table, write JSON to results/",
-    "docs": "architecture, presets, benchmark, regression, reliability, refit notes",
+    "docs": "architecture, presets, benchmark, infotheoretic, regression, reliability, refit",
 }
 
 
