@@ -57,6 +57,7 @@ from darklens.evaluate.metrics import anomaly_metrics
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.base import Detector, create_detector, list_detectors
 from darklens.models.scoring import score_images
+from darklens.progress import progress_bar
 from darklens.train.config import parse_config
 from darklens.train.data import detection_data
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
@@ -134,8 +135,6 @@ def load_or_simulate(spec: BenchmarkSpec, out: Path,
     if spec.data is not None:
         data = load_dataset(spec.data)
         return data, {"path": str(Path(spec.data).resolve()), "source": "given"}
-    from tqdm.auto import tqdm
-
     from darklens.simulate.presets import get_preset
     from darklens.simulate.writer import simulate_to_disk
 
@@ -152,8 +151,8 @@ def load_or_simulate(spec: BenchmarkSpec, out: Path,
     log(f"simulating {spec.n_per_class} images per class of preset {preset.name} "
         f"(seed {spec.data_seed}) into {where}")
     t0 = time.perf_counter()
-    with tqdm(total=3 * spec.n_per_class, desc=f"simulate {preset.name}", unit="img",
-              disable=not progress) as bar:
+    with progress_bar(total=3 * spec.n_per_class, desc=f"simulate {preset.name}", unit="img",
+                      disable=not progress) as bar:
         simulate_to_disk(preset, where, spec.n_per_class, spec.data_seed, chunk_size=500,
                          progress=bar.update)
     data = load_dataset(where)

@@ -36,6 +36,7 @@ from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
 from darklens.models.scoring import score_all_images, score_images
+from darklens.progress import is_terminal
 from darklens.train.data import detection_split
 
 MAX_RECORDED = 50  # not-scored images listed in metrics.json
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     images = data.images[idx]
     if transform is not None:
-        images = transform(images, progress=sys.stderr.isatty())
+        images = transform(images, progress=is_terminal())
     scores = score_images(detector, normaliser(images), args.batch_size, args.device)
     if transform is not None:
         scores[~transform.fitted] = np.nan

@@ -40,6 +40,7 @@ from darklens.errors import DarklensError, DataError
 from darklens.fit.fitter import FitOptions, SmoothFit, fit_smooth_lens
 from darklens.fit.instrument import Instrument, instrument_for_data
 from darklens.io import atomic_path, write_json_atomic, write_text_atomic
+from darklens.progress import is_terminal
 
 PARAMS_CSV = "params.csv"
 RESIDUALS_H5 = "residuals.h5"
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     options = FitOptions(**{k: v for k, v in given.items() if v is not None})
 
     start = time.perf_counter()
-    fit = fit_smooth_lens(data.images[:n], inst, options, progress=not args.no_progress)
+    fit = fit_smooth_lens(data.images[:n], inst, options,
+                          progress=not args.no_progress and is_terminal())  # logs: no redraws
     seconds = time.perf_counter() - start
 
     classes = [data.class_names[int(lab)] if lab >= 0 else "" for lab in data.labels[:n]]

@@ -49,6 +49,7 @@ from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_calibration, read_run_config
 from darklens.models.scoring import score_images
+from darklens.progress import is_terminal
 
 NOT_FITTED = "not_fitted"  # the flag of an image with a NaN score (the detector could not fit it)
 MAX_NAMED = 10  # not-scored images named in the warning
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                             f"trained on {want}")
         images = data.images
         if transform is not None:
-            images = transform(images, progress=sys.stderr.isatty())
+            images = transform(images, progress=is_terminal())
         scores = score_images(detector, normaliser(images), args.batch_size, args.device)
         if transform is not None:
             scores[~transform.fitted] = np.nan

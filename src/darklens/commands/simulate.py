@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tqdm import tqdm
-
 from darklens.data.lensdata import CLASSES
 from darklens.errors import DarklensError
+from darklens.progress import progress_bar
 from darklens.simulate.compiled import BACKENDS, ENV_VAR, backend_for_job, resolve_backend
 from darklens.simulate.presets import get_preset, list_presets
 from darklens.simulate.writer import simulate_to_disk
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         backend = resolve_backend(job_backend)
     except RuntimeError as err:
         raise DarklensError(str(err)) from None
-    with tqdm(total=total, desc=f"simulate {preset.name}", unit="img") as bar:
+    with progress_bar(total=total, desc=f"simulate {preset.name}", unit="img") as bar:
         summary = simulate_to_disk(
             preset,
             args.out,

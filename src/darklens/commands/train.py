@@ -51,6 +51,7 @@ from darklens.errors import DarklensError
 from darklens.fit.instrument import instrument_for_data
 from darklens.fit.residual_input import OPTION_KEYS, ResidualInput
 from darklens.models.base import detector_class, list_detectors, require_detector
+from darklens.progress import is_terminal
 from darklens.train import distributed as dd
 from darklens.train.config import parse_config
 from darklens.train.data import (
@@ -313,7 +314,7 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
         clip=float(opts.get("clip", 20.0)))
     guess_s = time.perf_counter() - start
     start = time.perf_counter()
-    maps = transform(data.images[need], progress=not args.no_progress)
+    maps = transform(data.images[need], progress=not args.no_progress and is_terminal())
     fit_s = time.perf_counter() - start
     not_fitted = int((~transform.fitted).sum())
     images = np.full(data.images.shape, np.nan, dtype=np.float32)

@@ -36,12 +36,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
-from tqdm.auto import tqdm
 
 from darklens.device import resolve_device
 from darklens.errors import CheckpointError, DarklensError
 from darklens.io import atomic_path, write_text_atomic
 from darklens.options import dataclass_from_dict
+from darklens.progress import progress_bar
 from darklens.safe_load import safe_torch_load
 from darklens.train import distributed as dd
 from darklens.train.rng import get_rng_state, seed_everything, set_rng_state
@@ -303,8 +303,8 @@ def fit(detector: Trainable, train_data: Dataset, val_data: Dataset | None = Non
         t0 = time.perf_counter()
         sums = dict.fromkeys(optimizers, 0.0)
         count = 0
-        bar = tqdm(total=steps, desc=f"{detector.name} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and is_main), leave=False)
+        bar = progress_bar(total=steps, desc=f"{detector.name} epoch {epoch + 1}/{cfg.epochs}",
+                           unit="step", disable=not (cfg.progress and is_main), leave=False)
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
