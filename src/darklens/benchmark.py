@@ -292,7 +292,7 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
     scores = score_images(detector, normaliser(data.images[test]), device=spec.device)
     score_s = time.perf_counter() - t1
     metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
-    diagnostics = detector.diagnostics() if hasattr(detector, "diagnostics") else None
+    diagnostics = detector.diagnostics()
     write_text_atomic(run_dir / TEST_SCORES,
                       _scores_csv(test, data.labels[test], list(data.class_names), scores))
     record = {

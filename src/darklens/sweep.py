@@ -171,7 +171,7 @@ def _set_physical_pseudo(det: Any, data: LensData, det_data: Any, setup: SweepSe
     """Give a detector with a label-free choice physical pseudo-anomalies: its validation
     normals re-rendered with random point masses (``darklens.simulate.pseudo``), when the data
     say how darklens simulated them; else it keeps its own proxy (patch swaps)."""
-    if not hasattr(det, "set_pseudo_anomalies") or not isinstance(data, LensData):
+    if not det.accepts_pseudo_anomalies or not isinstance(data, LensData):
         return
     from darklens.simulate.pseudo import pseudo_for_data
 

@@ -103,3 +103,27 @@ def test_load_run_rejects_missing_corrupt_and_pickled_files(tmp_path):
     (run / "config.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_run(run)
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_optional_hooks_are_declared_not_probed(name):
+    """Each optional hook works exactly when the detector's flag says it does."""
+    det = create_detector(name, image_size=SIZE, **DETECTOR_CONFIG.get(name, {})).eval()
+    images = torch.from_numpy(rings(3, SIZE, seed=1))
+    if det.representation is None:
+        with pytest.raises(NotImplementedError):
+            det.embed(images)
+    else:
+        with torch.no_grad():
+            feats = det.embed(images).flatten(1)
+        assert feats.shape[0] == 3 and feats.shape[1] > 0 and torch.isfinite(feats).all()
+    for flag, setter in (("accepts_labelled_anomalies", det.set_labelled_anomalies),
+                         ("accepts_pseudo_anomalies", det.set_pseudo_anomalies)):
+        if getattr(det, flag):
+            setter(images)
+            setter(None)
+        else:
+            with pytest.raises(NotImplementedError):
+                setter(images)
+    diag = det.diagnostics()
+    assert diag is None or isinstance(diag, dict)

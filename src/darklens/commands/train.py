@@ -358,7 +358,7 @@ def _add_labelled(detector: Any, args: argparse.Namespace, normaliser: Any,
                   transform: ResidualInput | None = None) -> dict[str, Any]:
     """Give a semi-supervised detector its labelled anomalies (transformed and normalised like
     the training set)."""
-    if not hasattr(detector, "set_labelled_anomalies"):
+    if not detector.accepts_labelled_anomalies:
         raise DarklensError(f"--labelled-anomalies: detector {args.detector} does not use "
                             "labelled anomalies (use --detector infotheoretic)")
     from darklens.models.infotheoretic import select_labelled

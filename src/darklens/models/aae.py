@@ -35,6 +35,7 @@ class AAE(Detector):
     """Adversarial autoencoder with a Gaussian prior on the latent code."""
 
     name = "aae"
+    representation = "encoder"
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "batch_size": 100, "epochs": 50,
     }
@@ -84,6 +85,10 @@ class AAE(Detector):
 
     def training_loss(self, batch: Tensor) -> Tensor:
         return F.mse_loss(self.decoder(self.encoder(batch)), batch)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the encoder."""
+        return self.encoder(images)
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -66,12 +66,22 @@ class Detector(nn.Module):
     - ``accepts_native_views``: when True, training batches may stack V simulator-native views
       of each image along the channels, (B, V*C, H, W) (``darklens train --views native``).
     - ``train_defaults``: the detector's own defaults for ``TrainConfig`` fields (e.g. lr).
+
+    Optional hooks used outside training, declared here so that callers never probe for them:
+    ``diagnostics()`` (JSON-able state recorded with a run; default None); ``embed(images)``
+    (learned features for the report's maps, where ``representation`` names their source;
+    None: no representation); ``set_labelled_anomalies`` and ``set_pseudo_anomalies``
+    (anomalous images for a semi-supervised term or a label-free choice; a detector that takes
+    them sets ``accepts_labelled_anomalies`` / ``accepts_pseudo_anomalies``).
     """
 
     name: ClassVar[str]
     wants_labels: ClassVar[bool] = False
     accepts_native_views: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
+    representation: ClassVar[str | None] = None
+    accepts_labelled_anomalies: ClassVar[bool] = False
+    accepts_pseudo_anomalies: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -116,6 +126,22 @@ class Detector(nn.Module):
     def score(self, images: Tensor) -> Tensor:
         """Anomaly score per image, shape (B,); higher means more anomalous."""
         raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, Any] | None:
+        """JSON-able state worth recording with a run (e.g. a collapse watch); None: nothing."""
+        return None
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Learned features (B, D) of ``images`` (only when ``representation`` is set)."""
+        raise NotImplementedError(f"detector {self.name} has no learned representation")
+
+    def set_labelled_anomalies(self, images: Tensor | None) -> None:
+        """Labelled anomalous images (only when ``accepts_labelled_anomalies``)."""
+        raise NotImplementedError(f"detector {self.name} does not use labelled anomalies")
+
+    def set_pseudo_anomalies(self, images: Tensor | None) -> None:
+        """Pseudo-anomalies for a label-free choice (only when ``accepts_pseudo_anomalies``)."""
+        raise NotImplementedError(f"detector {self.name} does not use pseudo-anomalies")
 
 
 def register_detector(cls: type[Detector]) -> type[Detector]:

@@ -27,6 +27,7 @@ class CVAE(Detector):
     """Convolutional VAE with a configurable KL weight."""
 
     name = "cvae"
+    representation = "encoder mean"
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
         "epochs": 50,
@@ -62,6 +63,10 @@ class CVAE(Detector):
 
     def validation_loss(self, batch: Tensor) -> Tensor:
         return self.score(batch).mean()
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the encoder mean."""
+        return self.encode(images)[0]
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ class DCAE(Detector):
     """Convolutional autoencoder with a batch-normalised linear bottleneck."""
 
     name = "dcae"
+    representation = "encoder"
     # DeepLense: Adam, lr 2e-3, weight decay 1e-5, one-cycle, batch 100, 50 epochs.
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
@@ -45,6 +46,10 @@ class DCAE(Detector):
 
     def training_loss(self, batch: Tensor) -> Tensor:
         return F.mse_loss(self.reconstruct(batch), batch)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the encoder."""
+        return self.encoder(images)
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

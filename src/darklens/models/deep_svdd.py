@@ -32,6 +32,7 @@ class DeepSVDD(Detector):
     """One-class Deep SVDD with a bias-free CNN."""
 
     name = "deep-svdd"
+    representation = "feature network"
     # Ruff et al.: Adam, weight decay 1e-6; lr 1e-4 over 150 epochs. A shorter default budget
     # needs a larger step.
     train_defaults: ClassVar[dict[str, Any]] = {
@@ -71,6 +72,10 @@ class DeepSVDD(Detector):
 
     def training_loss(self, batch: Tensor) -> Tensor:
         return self.distance(batch).mean()
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the feature network."""
+        return self.net(images)
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -46,6 +46,7 @@ class KNN(Detector):
     """Mean distance to the k nearest training normals in a frozen feature space."""
 
     name = "knn"
+    representation = "frozen feature map"
 
     def __init__(self, image_size: int = 64, in_channels: int = 1, k: int = 5,
                  features: str = "random-cnn", feature_seed: int = 0, pixel_size: int = 32,
@@ -93,6 +94,10 @@ class KNN(Detector):
 
     def training_loss(self, batch: Tensor) -> Tensor:
         raise RuntimeError("kNN has nothing to train; its memory bank is built in fit_start")
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the frozen feature map."""
+        return self.raw_features(images)
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -35,6 +35,7 @@ class RBM(Detector):
     """Bernoulli-Bernoulli RBM over pixels."""
 
     name = "rbm"
+    representation = "hidden-unit probabilities"
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
         "epochs": 50,
@@ -94,6 +95,10 @@ class RBM(Detector):
     def validation_loss(self, batch: Tensor) -> Tensor:
         """Mean-field reconstruction MSE (deterministic, unlike the CD loss)."""
         return self.reconstruction_error(self._visible(batch)).mean()
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the hidden-unit probabilities."""
+        return torch.sigmoid(F.linear(self._visible(images), self.W, self.h_bias))
 
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:

@@ -1,10 +1,8 @@
 """The learned representation of a detector, and a 2-D map of it (PCA, or UMAP if installed).
 
-``embed`` looks, in order, for: a detector's own ``embed(images)``; ``encode(images)`` (its
-first output when it returns several, e.g. the infotheoretic backbone features or the CVAE's
-mean); an ``encoder`` module (DCAE, AAE); a feature network ``net`` (Deep SVDD); kNN's
-``raw_features``; an RBM's hidden-unit probabilities. A detector with none of them has no
-representation to show (``None``).
+A detector's features are what its declared ``embed`` hook gives (``Detector.representation``
+names their source: an encoder, a feature network, an RBM's hidden-unit probabilities, ...); a
+detector whose ``representation`` is None has no representation to show.
 """
 
 from __future__ import annotations
@@ -13,34 +11,16 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from darklens.models.base import Detector
 
 
-def _rbm_hidden(det: Detector) -> Callable[[Tensor], Tensor]:
-    return lambda x: torch.sigmoid(F.linear(det._visible(x), det.W, det.h_bias))
-
-
 def representation_fn(detector: Detector) -> tuple[Callable[[Tensor], Tensor], str] | None:
     """(function images -> (B, D) features, where the features come from), or None."""
-    if callable(getattr(detector, "embed", None)):
-        return detector.embed, "embed()"
-    if callable(getattr(detector, "encode", None)):
-        def enc(x: Tensor) -> Tensor:
-            out = detector.encode(x)
-            return out[0] if isinstance(out, (tuple, list)) else out
-        return enc, "encode() (first output)"
-    if isinstance(getattr(detector, "encoder", None), torch.nn.Module):
-        return detector.encoder, "encoder"
-    if isinstance(getattr(detector, "net", None), torch.nn.Module):
-        return detector.net, "feature network"
-    if callable(getattr(detector, "raw_features", None)):
-        return detector.raw_features, "frozen feature map"
-    if all(hasattr(detector, a) for a in ("W", "h_bias", "_visible")):
-        return _rbm_hidden(detector), "hidden-unit probabilities"
-    return None
+    if detector.representation is None:
+        return None
+    return detector.embed, detector.representation
 
 
 @torch.no_grad()

@@ -124,8 +124,9 @@ def train_run(name: str, detector_options: dict[str, Any], train_options: dict[s
     record["result"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                         "best_val_loss": result.best_val_loss,
                         "stopped_early": result.stopped_early, "seconds": result.seconds}
-    if hasattr(detector, "diagnostics"):  # e.g. the infotheoretic collapse watch
-        record["diagnostics"] = detector.diagnostics()
+    diagnostics = detector.diagnostics()  # e.g. the infotheoretic collapse watch
+    if diagnostics is not None:
+        record["diagnostics"] = diagnostics
     if cal_set is not None:
         run.calibration_scores = score_dataset(detector, cal_set, cfg.device)
         # before config.json, which save_run writes last and which marks the run finished

@@ -6,7 +6,7 @@ Both are kept in non-persistent buffers: they are training inputs, not part of t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ class AnomalyInputs(nn.Module):
     Reads ``config["eta"]`` and ``config["anomaly_batch"]``; draws from ``self._gen``.
     """
 
+    accepts_labelled_anomalies: ClassVar[bool] = True
+    accepts_pseudo_anomalies: ClassVar[bool] = True
     config: dict[str, Any]
     _gen: torch.Generator
 

@@ -69,6 +69,7 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
     """Contrastive encoder with an entropy penalty; scores by norm, kNN or critic density."""
 
     name = "infotheoretic"
+    representation = "backbone features"
     # Trains on stacked simulator-native views (``darklens train --views native``).
     accepts_native_views: ClassVar[bool] = True
     train_defaults: ClassVar[dict[str, Any]] = {
@@ -166,6 +167,10 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         """Backbone features h (B, feat_dim) and projections p (B, proj_dim)."""
         h = self.backbone(images)
         return h, self.head(h)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Features for the report's representation map: the backbone features h."""
+        return self.encode(images)[0]
 
     def _encode_maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """h, p and, for the spatial encoder, the patch map (B, patch_dim, s, s) (else None)."""
