@@ -73,8 +73,13 @@ def test_train_evaluate_predict(axion_dir, tmp_path, capsys):
                  "--csv", str(out_csv)]) == 0
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 41
-    assert set(rows[0]) == {"file", "index", "log10_axion_mass_mean", "log10_axion_mass_sigma"}
+    quantiles = [f"log10_axion_mass_{q}" for q in ("q2_5", "q16", "q50", "q84", "q97_5")]
+    assert set(rows[0]) == {"file", "index", "log10_axion_mass_mean",
+                            "log10_axion_mass_sigma", *quantiles}
     assert all(float(r["log10_axion_mass_sigma"]) > 0 for r in rows)
+    for r in rows:  # quantiles of the draws, in order
+        q = [float(r[c]) for c in quantiles]
+        assert q == sorted(q) and q[0] < float(r["log10_axion_mass_mean"]) < q[-1]
     assert rows[-1]["file"].endswith("one.npy")
     # the lone .npy image is image 0 of the data: same prediction
     first = [r for r in rows if r["index"] == "0"][0]
@@ -139,10 +144,12 @@ def test_axion_target_without_axion_preset_is_a_clear_error(tmp_path, capsys):
     assert "no label column no_such_column" in capsys.readouterr().err
 
 
-def test_images_with_nan_targets_are_excluded():
+def test_images_with_nan_targets_are_refused_or_excluded():
     data = simulate_dataset(get_preset("demo", SMALL), 10, seed=0, classes=("no_sub",))
     data.metadata["theta_e"][:3] = np.nan
-    sub = regression_subset(data, ["theta_e"])
+    with pytest.raises(DarklensError, match=r"theta_e is NaN for 3 of 10 images .*--skip-nan"):
+        regression_subset(data, ["theta_e"])
+    sub = regression_subset(data, ["theta_e"], skip_nan=True)
     assert len(sub.indices) == 7 and not np.isnan(sub.values).any()
     assert sub.messages == ["excluded 3 of 10 images whose theta_e is NaN"]
     with pytest.raises(DarklensError, match="no common class"):

@@ -29,19 +29,22 @@ import numpy as np
 
 from darklens.data.formats import load_dataset
 from darklens.data.targets import regression_subset
-from darklens.errors import DarklensError
+from darklens.errors import DarklensError, DataError
+from darklens.evaluate.calibration import calibration_report
+from darklens.evaluate.identifiability import identifiability
 from darklens.evaluate.regression_metrics import metrics_per_target
-from darklens.evaluate.run_population import MODELS, population_of_run
-from darklens.io import write_json_atomic, write_text_atomic
+from darklens.evaluate.run_population import MODELS, population_of_run, prior_std
+from darklens.io import atomic_path, write_json_atomic, write_text_atomic
+from darklens.models.posterior_heads import POSTERIORS
 from darklens.models.regression_persistence import (
     is_training_data,
     load_regression_run,
-    predict_images,
+    predict_posteriors,
     read_split,
 )
 from darklens.models.regressor import ARCHS
-from darklens.models.training_prior import parse_prior
-from darklens.report.regression_figures import regression_figures
+from darklens.models.training_prior import TrainingPrior, parse_prior
+from darklens.report.regression_figures import calibration_figure, regression_figures
 from darklens.train.regression import RegressionConfig, train_regression
 
 METRICS_JSON = "metrics.json"
@@ -72,7 +75,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.1)
     t.add_argument("--no-augment", action="store_true", help="no rotation/flip augmentation")
-    t.add_argument("--time-limit", type=float, help="minutes of training in all")
+    t.add_argument("--skip-nan", action="store_true",
+                   help="drop images whose target is NaN (default: refuse such labels)")
+    t.add_argument("--max-minutes", type=float,
+                   help="minutes of training in all members together (as darklens sweep)")
+    t.add_argument("--time-limit", type=float, dest="time_limit",
+                   help=argparse.SUPPRESS)  # deprecated spelling of --max-minutes
+    t.add_argument("--posterior", choices=POSTERIORS, default="gaussian",
+                   help="per-lens posterior: gaussian (mean, sigma), binned (softmax over "
+                        "bins of the prior's support, per target) or flow (joint neural "
+                        "spline flow)")
+    t.add_argument("--n-bins", type=int, default=40, help="bins of --posterior binned")
+    t.add_argument("--prior", action="append", default=[], metavar="NAME=uniform:LOW:HIGH",
+                   help="a target's known training prior (its support bounds the binned and "
+                        "flow posteriors; training values outside it are refused)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.set_defaults(func=run_train)
@@ -81,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run", help="run directory")
     e.add_argument("--data", required=True)
     e.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
+    e.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=run_evaluate)
 
@@ -88,6 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("run", help="run directory")
     q.add_argument("files", nargs="+", help=".npy images, HDF5 shards or data folders")
     q.add_argument("--csv", help="write CSV here instead of printing it")
+    q.add_argument("--samples", help="also write the posterior draws here (.npy: images x "
+                                     "draws x targets, in the order of the CSV rows)")
+    q.add_argument("--n-samples", type=int, default=256, help="posterior draws per image")
+    q.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     q.add_argument("--no-tta", action="store_true")
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=run_predict)
@@ -117,6 +138,28 @@ def _split_list(text: str | None) -> list[str] | None:
     return items or None
 
 
+def _max_minutes(args: argparse.Namespace) -> float | None:
+    if args.time_limit is not None:
+        if args.max_minutes is not None:
+            raise DarklensError("give --max-minutes only (--time-limit is its old spelling)")
+        print("warning: --time-limit is deprecated; use --max-minutes", file=sys.stderr)
+        return args.time_limit
+    return args.max_minutes
+
+
+def _priors(items: list[str], targets: list[str]) -> dict[str, str] | None:
+    """``--prior NAME=SPEC`` (or ``--prior SPEC`` with one target) as {target: SPEC}."""
+    out = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep:
+            if len(targets) != 1:
+                raise DarklensError(f"--prior {item}: name the target (NAME=uniform:LOW:HIGH)")
+            name, spec = targets[0], item
+        out[name.strip()] = spec.strip()
+    return out or None
+
+
 def run_train(args: argparse.Namespace) -> int:
     targets = _split_list(args.target)
     if not targets:
@@ -129,7 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
         augment=not args.no_augment, ensemble=args.ensemble, seed=args.seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         classes=_split_list(args.classes),
-        max_minutes=args.time_limit, device=args.device)
+        max_minutes=_max_minutes(args), device=args.device, posterior=args.posterior,
+        n_bins=args.n_bins, priors=_priors(args.prior, targets), skip_nan=args.skip_nan)
     data = load_dataset(args.data)
     info = train_regression(data, cfg, args.out, resume=args.resume, data_source=args.data,
                             log=lambda m: print(m, file=sys.stderr))
@@ -138,13 +182,41 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outside_support(run, subset, idx: np.ndarray, truth: np.ndarray,
+                     data_path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Drop test images whose truth lies outside the run's support (its posteriors cannot
+    hold them), saying how many; DataError if none is left."""
+    support = run.support()
+    if support is None:
+        return idx, truth, []
+    lo = np.array([s[0] for s in support])
+    hi = np.array([s[1] for s in support])
+    tol = 1e-9 * (hi - lo)
+    inside = np.all((truth >= lo - tol) & (truth <= hi + tol), axis=1)
+    if inside.all():
+        return idx, truth, []
+    box = ", ".join(f"{t} in [{a:g}, {b:g}]" for t, (a, b) in zip(run.targets, support,
+                                                                  strict=True))
+    if not inside.any():
+        raise DataError(f"{data_path}: all {len(idx)} images have targets outside the run's "
+                        f"prior support ({box}); the run cannot measure them")
+    msg = (f"excluded {int((~inside).sum())} of {len(idx)} images whose targets lie outside "
+           f"the run's prior support ({box})")
+    return idx[inside], truth[inside], [msg]
+
+
 def evaluate_run(run_dir: str, data_path: str, tta: bool = True,
-                 device: str = "cpu") -> dict:
-    """Score a run on held-out images; write metrics.json, predictions.csv and figures."""
+                 device: str = "cpu", n_samples: int = 256, seed: int = 0) -> dict:
+    """Score a run on held-out images; write metrics.json, predictions.csv and figures.
+
+    Beside accuracy and marginal coverage, per target: SBC ranks, TARP expected coverage,
+    coverage in bins of the truth (``calibration``) and posterior width and contraction by
+    truth (``identifiability``), from ``n_samples`` posterior draws per image (seeded)."""
     run = load_regression_run(run_dir)
     data = load_dataset(data_path)
     classes = run.info.get("config", {}).get("classes")
-    subset = regression_subset(data, run.targets, classes, data_path)
+    subset = regression_subset(data, run.targets, classes, data_path,
+                               skip_nan=bool(run.info.get("config", {}).get("skip_nan", True)))
     same = is_training_data(data, run.info)
     if same:
         test = read_split(run_dir)["test"]
@@ -159,35 +231,69 @@ def evaluate_run(run_dir: str, data_path: str, tta: bool = True,
     else:
         idx, truth = subset.indices, subset.values
         used = f"all {len(idx)} usable images of {data_path} (not the training data)"
-    mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device)
+    idx, truth, dropped = _outside_support(run, subset, idx, truth, data_path)
+    pred = predict_posteriors(run, data.images[idx], tta=tta, n_samples=n_samples,
+                              density=False, seed=seed, device=device)
+    mean, sigma = pred.mean, np.sqrt(pred.var)
     per_target = metrics_per_target(run.targets, truth, mean, sigma)
+    support = run.support()
+    calib = calibration_report(pred.samples, truth, list(run.targets), support, seed=seed)
     figures = []
     for j, t in enumerate(run.targets):
+        prior = _prior_var(run, t, j, support)
+        ident = identifiability(pred.samples[:, :, j], truth[:, j], prior) if prior else None
+        per_target[t].update({"calibration": calib["targets"][t], "identifiability": ident})
         figures += [str(p) for p in regression_figures(t, truth[:, j], mean[:, j], sigma[:, j],
                                                        run_dir)]
+        figures.append(str(calibration_figure(t, per_target[t], run_dir)))
     metrics: dict = {"targets": per_target, "n_images": len(idx), "evaluated_on": used,
-                     "data": str(data_path), "tta": tta,
-                     "ensemble": len(run.models), "figures": figures}
+                     "data": str(data_path), "tta": tta, "posterior": run.posterior,
+                     "ensemble": len(run.models), "figures": figures,
+                     "draws": {"n": calib["n_draws"], "seed": seed}}
+    if "tarp_joint" in calib:
+        metrics["tarp_joint"] = calib["tarp_joint"]
     if len(run.targets) == 1:
         metrics.update({k: per_target[run.targets[0]][k] for k in METRIC_KEYS})
         metrics["target"] = run.targets[0]
-    for msg in subset.messages:
+    for msg in subset.messages + dropped:
         metrics.setdefault("excluded", []).append(msg)
-    write_json_atomic(Path(run_dir) / METRICS_JSON, metrics)
     cols = ["index"] + [f"{t}_{s}" for t in run.targets for s in ("true", "mean", "sigma")]
     rows = [[int(i)] + [float(v) for j in range(len(run.targets))
                         for v in (truth[r, j], mean[r, j], sigma[r, j])]
             for r, i in enumerate(idx)]
     write_text_atomic(Path(run_dir) / PREDICTIONS_CSV, _csv(cols, rows))
+    write_json_atomic(Path(run_dir) / METRICS_JSON, metrics)
     return metrics
 
 
+def _prior_var(run, target: str, j: int, support: list[list[float]] | None) -> float | None:
+    """Variance of the target's recorded training prior (else of a uniform on its support)."""
+    entry = ((run.info.get("training_prior") or {}).get(target) or {}).get("prior")
+    if entry:
+        try:
+            return prior_std(TrainingPrior.from_dict(entry)) ** 2
+        except ValueError:
+            pass
+    if support is not None:
+        return (support[j][1] - support[j][0]) ** 2 / 12
+    return None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    metrics = evaluate_run(args.run, args.data, tta=not args.no_tta, device=args.device)
+    metrics = evaluate_run(args.run, args.data, tta=not args.no_tta, device=args.device,
+                           seed=args.seed)
     print(f"evaluated on {metrics['evaluated_on']}")
-    print(f"{'target':<20} " + " ".join(f"{k:>11}" for k in METRIC_KEYS))
+    for msg in metrics.get("excluded", []):
+        print(f"note: {msg}", file=sys.stderr)
+    keys = (*METRIC_KEYS, "sbc_p", "tarp_68", "tarp_95", "measurable")
+    print(f"{'target':<20} " + " ".join(f"{k:>11}" for k in keys))
     for t, m in metrics["targets"].items():
-        print(f"{t:<20} " + " ".join(f"{m[k]:>11.4g}" for k in METRIC_KEYS))
+        cal, ident = m["calibration"], m["identifiability"] or {}
+        rng = ident.get("measurable_range")
+        extra = [cal["sbc"]["p_value"], cal["tarp"]["ecp_68"], cal["tarp"]["ecp_95"]]
+        print(f"{t:<20} " + " ".join(f"{v:>11.4g}" for v in [*(m[k] for k in METRIC_KEYS),
+                                                              *extra])
+              + f" {'none' if rng is None else f'[{rng[0]:.3g}, {rng[1]:.3g}]':>11}")
     print(f"wrote {Path(args.run) / METRICS_JSON}")
     return 0
 
@@ -200,19 +306,37 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
+QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    """Per image and target: mean, sigma and the quantiles of ``QUANTILES`` of its posterior
+    (from ``--n-samples`` seeded draws); ``--samples FILE.npy`` also saves the draws."""
     run = load_regression_run(args.run)
-    cols = ["file", "index"] + [f"{t}_{s}" for t in run.targets for s in ("mean", "sigma")]
+    qnames = [f"q{100 * q:g}".replace(".", "_") for q in QUANTILES]
+    cols = ["file", "index"] + [f"{t}_{s}" for t in run.targets
+                                for s in ("mean", "sigma", *qnames)]
     rows: list[list] = []
+    draws = []
     for f in args.files:
         data = load_dataset(f)
-        mean, sigma = predict_images(run, data.images, tta=not args.no_tta, device=args.device)
+        pred = predict_posteriors(run, data.images, tta=not args.no_tta,
+                                  n_samples=args.n_samples, density=False, seed=args.seed,
+                                  device=args.device)
+        quant = np.quantile(pred.samples, QUANTILES, axis=1)  # (Q, N, T)
+        draws.append(pred.samples)
         files = data.attrs.get("files") if isinstance(data.attrs, dict) else None
         for i in range(len(data)):
             name = files[i] if files and len(files) == len(data) else f
             rows.append([name, i] + [float(v) for j in range(len(run.targets))
-                                     for v in (mean[i, j], sigma[i, j])])
+                                     for v in (pred.mean[i, j], pred.var[i, j] ** 0.5,
+                                               *quant[:, i, j])])
     text = _csv(cols, rows)
+    if args.samples:
+        with atomic_path(args.samples) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.concatenate(draws).astype(np.float32), allow_pickle=False)
+        print(f"wrote draws {np.concatenate(draws).shape} (images, draws, targets "
+              f"{', '.join(run.targets)}) to {args.samples}", file=sys.stderr)
     if args.csv:
         write_text_atomic(args.csv, text)
         print(f"wrote {len(rows)} predictions to {args.csv}", file=sys.stderr)

@@ -57,7 +57,9 @@ def _recompute_prior(run_dir: str | os.PathLike, info: dict[str, Any],
     if not is_training_data(data, info):
         return None
     targets = list(info["targets"])
-    subset = regression_subset(data, targets, info.get("config", {}).get("classes"), source)
+    cfg = info.get("config", {})
+    subset = regression_subset(data, targets, cfg.get("classes"), source,
+                               skip_nan=bool(cfg.get("skip_nan", True)))  # older runs: skipped
     train = np.isin(subset.indices, read_split(run_dir)["train"])
     preset = data.attrs.get("preset") if isinstance(data.attrs, dict) else None
     entry = describe_training_prior(target, subset.values[train, targets.index(target)], preset)

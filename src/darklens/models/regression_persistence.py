@@ -30,12 +30,19 @@ from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
 from darklens.errors import CheckpointError, DataError
 from darklens.io import read_json_object
-from darklens.models.regressor import Regressor, predict_ensemble
+from darklens.models.regressor import (
+    PosteriorPrediction,
+    Regressor,
+    predict_ensemble,
+    predict_posterior,
+)
+from darklens.models.training_prior import prior_support
 from darklens.safe_load import load_state_into
 
 RUN_JSON = "regression.json"
 SPLIT_JSON = "split.json"
 WEIGHTS = "weights.pt"
+GRID_POINTS = 201  # points of each target's marginal density (population inference)
 
 
 def member_dir(run_dir: str | os.PathLike, k: int) -> Path:
@@ -114,6 +121,29 @@ class RegressionRun:
     def targets(self) -> tuple[str, ...]:
         return tuple(self.info["targets"])
 
+    @property
+    def posterior(self) -> str:
+        return self.models[0].posterior
+
+    def support(self) -> list[list[float]] | None:
+        """Each target's [low, high] (the model's, else the recorded training prior's), or
+        None if one has none."""
+        if self.models[0].support is not None:
+            return [list(s) for s in self.models[0].support]
+        priors = self.info.get("training_prior") or {}
+        try:
+            sup = [prior_support((priors.get(t) or {}).get("prior")) for t in self.targets]
+        except ValueError:
+            return None
+        return sup if all(s is not None for s in sup) else None
+
+    def grids(self, n: int = GRID_POINTS) -> np.ndarray | None:
+        """(T, n) evaluation points of each target's marginal density, spanning its support."""
+        sup = self.support()
+        if sup is None:
+            return None
+        return np.stack([np.linspace(lo, hi, n) for lo, hi in sup])
+
 
 def load_regression_run(run_dir: str | os.PathLike) -> RegressionRun:
     """Rebuild every member of a finished run (eval mode, CPU)."""
@@ -126,9 +156,7 @@ def load_regression_run(run_dir: str | os.PathLike) -> RegressionRun:
     return RegressionRun(models, info, Normaliser.from_dict(info["normaliser"]))
 
 
-def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
-                   batch_size: int = 256, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(mean, sigma), each (N, T), for images (N, 1, H, W) in the run's physical units."""
+def _check_images(run: RegressionRun, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 1:
         raise DataError(f"expected images of shape (N, 1, H, W), got {images.shape}")
@@ -136,6 +164,17 @@ def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
     if shape and list(images.shape[2:]) != list(shape):
         raise DataError(f"images are {images.shape[2]}x{images.shape[3]} but the model was "
                         f"trained on {shape[0]}x{shape[1]}")
+    return images
+
+
+def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
+                   batch_size: int = 256, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sigma), each (N, T), for images (N, 1, H, W) in the run's physical units."""
+    images = _check_images(run, images)
+    if run.posterior != "gaussian":
+        pred = predict_posteriors(run, images, tta, n_samples=512, density=False,
+                                  batch_size=batch_size, device=device)
+        return pred.mean, np.sqrt(pred.var)
     for m in run.models:
         m.to(device).eval()
     means, sigmas = [], []
@@ -148,3 +187,27 @@ def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
     if not means:
         return np.zeros((0, t)), np.zeros((0, t))
     return np.concatenate(means), np.concatenate(sigmas)
+
+
+def predict_posteriors(run: RegressionRun, images: np.ndarray, tta: bool = True,
+                       n_samples: int = 256, density: bool = True, seed: int = 0,
+                       batch_size: int = 256, device: str = "cpu") -> PosteriorPrediction:
+    """Every image's posterior (``predict_posterior``): mean, variance, ``n_samples`` draws
+    and, with ``density`` and a run whose targets have a support, the marginal densities on
+    ``run.grids()``. Draws come from one generator seeded with ``seed``, so a call with the
+    same images, seed and batch size gives the same draws."""
+    images = _check_images(run, images)
+    for m in run.models:
+        m.to(device).eval()
+    grids = run.grids() if density else None
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for lo in range(0, len(images), batch_size):
+        x = torch.from_numpy(run.normaliser(images[lo:lo + batch_size])).to(device)
+        parts.append(predict_posterior(run.models, x, tta, n_samples, grids, gen))
+    if not parts:
+        raise DataError("no images to predict")
+    return PosteriorPrediction(
+        np.concatenate([p.mean for p in parts]), np.concatenate([p.var for p in parts]),
+        np.concatenate([p.samples for p in parts]),
+        None if grids is None else np.concatenate([p.density for p in parts]))

@@ -31,18 +31,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from darklens.models.posterior_heads import (
+    POSTERIORS,
+    Component,
+    gaussian_nll,
+    make_head,
+)
 
 ARCHS: dict[str, dict[str, Any]] = {
     "small": {"widths": (16, 32, 64), "blocks": (1, 1, 1), "strides": (2, 2, 2)},
     "resnet18": {"widths": (64, 128, 256, 512), "blocks": (2, 2, 2, 2), "strides": (1, 2, 2, 2)},
     "resnet34": {"widths": (64, 128, 256, 512), "blocks": (3, 4, 6, 3), "strides": (1, 2, 2, 2)},
 }
-LOGVAR_MIN, LOGVAR_MAX = -14.0, 8.0  # in standardised units: sigma from 1e-3 to 55 std
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -102,29 +110,49 @@ class ResNetBackbone(nn.Module):
 
 
 class Regressor(nn.Module):
-    """ResNet + heteroscedastic Gaussian head for ``targets`` (see the module docstring)."""
+    """ResNet + a posterior head for ``targets`` (see the module docstring).
+
+    ``posterior``: ``gaussian`` (default), ``binned`` or ``flow``
+    (``darklens.models.posterior_heads``); ``support``: each target's [low, high] in
+    physical units (the training prior's range), required by ``binned`` and ``flow``.
+    """
 
     def __init__(self, targets: Sequence[str], arch: str = "small", in_channels: int = 1,
                  dropout: float = 0.0, widths: Sequence[int] | None = None,
                  blocks: Sequence[int] | None = None,
-                 strides: Sequence[int] | None = None, norm: str = "batch") -> None:
+                 strides: Sequence[int] | None = None, norm: str = "batch",
+                 posterior: str = "gaussian", n_bins: int = 40,
+                 support: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(ARCHS)}")
         if not targets:
             raise ValueError("a regressor needs at least one target")
+        if posterior not in POSTERIORS:
+            raise ValueError(f"unknown posterior {posterior!r}; use one of "
+                             f"{', '.join(POSTERIORS)}")
+        if support is not None:
+            support = [[float(lo), float(hi)] for lo, hi in support]
+            if len(support) != len(targets) or not all(
+                    math.isfinite(lo) and math.isfinite(hi) and hi > lo for lo, hi in support):
+                raise ValueError("support needs a finite [low, high] with high > low per target")
+        elif posterior != "gaussian":
+            raise ValueError(f"a {posterior} posterior needs each target's support")
         layout = ARCHS[arch]
         widths = tuple(widths or layout["widths"])
         blocks = tuple(blocks or layout["blocks"])
         strides = tuple(strides or layout["strides"])
         self.targets = tuple(targets)
+        self.posterior = posterior
         self.config = {"targets": list(self.targets), "arch": arch, "in_channels": in_channels,
                        "dropout": dropout, "widths": list(widths), "blocks": list(blocks),
                        "strides": list(strides), "norm": norm}
+        if posterior != "gaussian" or support is not None:  # older runs: keys absent
+            self.config.update({"posterior": posterior, "n_bins": n_bins, "support": support})
+        self.support = support
         self.backbone = ResNetBackbone(widths, blocks, strides, in_channels, norm)
         t = len(self.targets)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.out_features, 2 * t))
-        nn.init.zeros_(self.head[1].bias)
+        self.head = make_head(posterior, self.backbone.out_features, t, n_bins, dropout)
         self.register_buffer("target_mean", torch.zeros(t, dtype=torch.float64))
         self.register_buffer("target_std", torch.ones(t, dtype=torch.float64))
 
@@ -140,37 +168,44 @@ class Regressor(nn.Module):
     def standardise(self, y: Tensor) -> Tensor:
         return ((y.double() - self.target_mean) / self.target_std).float()
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, log-variance), each (B, T), in standardised units."""
-        out = self.head(self.backbone(x))
-        t = len(self.targets)
-        return out[:, :t], out[:, t:].clamp(LOGVAR_MIN, LOGVAR_MAX)
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        """Each target's support in standardised units, (T,) each (+-inf without one)."""
+        if self.support is None:
+            inf = torch.full_like(self.target_mean, math.inf)
+            return -inf.float(), inf.float()
+        sup = torch.tensor(self.support, dtype=torch.float64, device=self.target_mean.device)
+        lo, hi = ((sup.T - self.target_mean) / self.target_std).float()
+        return lo, hi
+
+    def forward(self, x: Tensor) -> Any:
+        """The head's raw output in standardised units: (mean, log-variance), each (B, T),
+        for the Gaussian head; log bin probabilities (B, T, K) for the binned one."""
+        if self.posterior == "flow":
+            raise TypeError("a flow head has no plain output: use component() or nll()")
+        return self.head(self.backbone(x))
+
+    def nll(self, x: Tensor, y: Tensor, beta: float = 0.0) -> Tensor:
+        """Mean negative log-likelihood per target of standardised targets ``y`` (B, T)."""
+        h = self.backbone(x)
+        if self.posterior == "gaussian":  # as before the other heads: the element mean
+            mu, log_var = self.head(h)
+            return gaussian_nll(mu, log_var, y, beta=beta)
+        lo, hi = self.bounds()
+        return self.head.nll(h, y, lo, hi).mean() / len(self.targets)
+
+    def component(self, x: Tensor) -> Component:
+        """The posterior of each image, in standardised units."""
+        lo, hi = self.bounds()
+        return self.head.component(self.backbone(x), lo, hi)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, variance), each (B, T) float64, in physical units (eval mode)."""
+        """(mean, variance), each (B, T) float64, in physical units (eval mode; the
+        Gaussian head; see ``predict_posterior`` for every head)."""
         mu, log_var = self(x)
         std = self.target_std.to(x.device)
         return (mu.double() * std + self.target_mean.to(x.device),
                 log_var.double().exp() * std**2)
-
-
-def gaussian_nll(mean: Tensor, log_var: Tensor, target: Tensor, beta: float = 0.0,
-                 reduction: str = "mean") -> Tensor:
-    """Gaussian negative log-likelihood, including the constant 0.5 log 2 pi.
-
-    ``beta > 0``: beta-NLL (each element weighted by the detached variance**beta).
-    """
-    nll = 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var) + math.log(2 * math.pi))
-    if beta > 0:
-        nll = nll * torch.exp(beta * log_var).detach()
-    if reduction == "mean":
-        return nll.mean()
-    if reduction == "sum":
-        return nll.sum()
-    if reduction == "none":
-        return nll
-    raise ValueError(f"unknown reduction {reduction!r}")
 
 
 def mixture(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
@@ -225,3 +260,46 @@ def predict_ensemble(models: Sequence[Regressor], x: Tensor,
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class PosteriorPrediction:
+    """Per-image posteriors of an ensemble (every member x view as an equal-weight mixture),
+    in physical units: ``mean``, ``var`` (N, T); ``samples`` (N, S, T); ``density`` (N, T, G)
+    of each target's marginal on its ``grids`` row (T, G), or None without grids."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    samples: np.ndarray
+    density: np.ndarray | None
+
+
+@torch.no_grad()
+def predict_posterior(models: Sequence[Regressor], x: Tensor, tta: bool = True,
+                      n_samples: int = 256, grids: np.ndarray | None = None,
+                      generator: torch.Generator | None = None) -> PosteriorPrediction:
+    """The mixture over members and (with ``tta``) the 8 dihedral views of each image: its
+    mean and variance (law of total variance), ``n_samples`` draws taken equally from every
+    component (rounded down to a multiple of their number, at least one each) and, given
+    ``grids`` (T, G) in physical units, the marginal densities averaged over components."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    views = range(8) if tta else range(1)
+    n_comp = len(models) * len(views)
+    per = max(1, n_samples // n_comp)
+    means, variances, draws, dens = [], [], [], []
+    for m in models:
+        mean0, std = m.target_mean.cpu(), m.target_std.cpu()
+        g_std = None if grids is None else (torch.as_tensor(grids, dtype=torch.float64)
+                                            - mean0[:, None]) / std[:, None]
+        for k in views:
+            comp = m.component(dihedral(x, k))
+            mu, var = comp.mean_var(gen)
+            means.append(mu.cpu() * std + mean0)
+            variances.append(var.cpu() * std**2)
+            draws.append(comp.sample(per, gen).cpu() * std + mean0)
+            if g_std is not None:
+                dens.append(comp.density(g_std, gen).cpu() / std[:, None])
+    mean, var = mixture(torch.stack(means), torch.stack(variances))
+    return PosteriorPrediction(
+        mean.numpy(), var.numpy(), torch.cat(draws, dim=1).float().numpy(),
+        None if grids is None else torch.stack(dens).mean(0).numpy())

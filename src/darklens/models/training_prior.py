@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from darklens.errors import DarklensError
+from darklens.errors import DarklensError, DataError
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -203,3 +203,28 @@ def parse_prior(text: str) -> TrainingPrior:
     except ValueError as err:
         raise DarklensError(f"--prior {text}: {err}") from None
     raise DarklensError(f"--prior {text}: use uniform:LOW:HIGH or gaussian:MEAN:STD")
+
+
+def given_training_prior(target: str, text: str, values: np.ndarray,
+                         source: str = "the data") -> dict[str, Any]:
+    """The entry ``describe_training_prior`` would give, for a prior the user states
+    (``--prior NAME=uniform:LOW:HIGH``); DataError if a training value lies outside its
+    support (such a value cannot have been drawn from it)."""
+    prior = parse_prior(text)
+    v = np.asarray(values, dtype=np.float64)
+    outside = int(np.sum((v < prior.low) | (v > prior.high)))
+    if outside:
+        raise DataError(f"{source}: {outside} of {v.size} training values of {target} lie "
+                        f"outside the prior's support [{prior.low:g}, {prior.high:g}] "
+                        f"(--prior {target}={text})")
+    return {"prior": prior.to_dict(), "source": f"given (--prior {target}={text})"}
+
+
+def prior_support(entry: dict | None) -> list[float] | None:
+    """[low, high] of a recorded prior (``TrainingPrior.to_dict`` form), None if unbounded."""
+    if not entry:
+        return None
+    prior = TrainingPrior.from_dict(entry)
+    if not (math.isfinite(prior.low) and math.isfinite(prior.high)):
+        return None
+    return [prior.low, prior.high]

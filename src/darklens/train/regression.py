@@ -52,8 +52,12 @@ from darklens.models.regression_persistence import (
     member_dir,
     read_json,
 )
-from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
-from darklens.models.training_prior import describe_training_prior
+from darklens.models.regressor import Regressor, random_dihedral
+from darklens.models.training_prior import (
+    describe_training_prior,
+    given_training_prior,
+    prior_support,
+)
 from darklens.options import dataclass_from_dict
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
 from darklens.train.rng import seed_everything
@@ -88,6 +92,10 @@ class RegressionConfig:
     normalisation: str = "minmax"  # per-image, see darklens.data.dataset
     max_minutes: float | None = None  # training time of all members together
     device: str = "cpu"
+    posterior: str = "gaussian"  # gaussian | binned | flow (darklens.models.posterior_heads)
+    n_bins: int = 40  # bins of the binned posterior per target
+    priors: dict[str, str] | None = None  # target -> known training prior "uniform:LOW:HIGH"
+    skip_nan: bool = False  # drop images whose target is NaN (else an error)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RegressionConfig:
@@ -98,10 +106,11 @@ class RegressionConfig:
 class RegressionTrainable(nn.Module):
     """A ``Regressor`` as the one training loop trains it (a ``Trainable``).
 
-    Batches are (images, standardised targets). Training loss: the Gaussian NLL (beta-NLL with
-    ``beta > 0``) after a random dihedral transform of each image (``augment``, drawn from the
-    global torch generator, which the loop seeds and checkpoints). Validation: the plain NLL;
-    ``validation_terms`` adds the mean absolute error per target in physical units.
+    Batches are (images, standardised targets). Training loss: the posterior head's negative
+    log-likelihood (the Gaussian head: beta-NLL with ``beta > 0``) after a random dihedral
+    transform of each image (``augment``, drawn from the global torch generator, which the loop
+    seeds and checkpoints). Validation: the plain NLL; ``validation_terms`` adds the mean
+    absolute error of the posterior mean per target in physical units.
     """
 
     name: ClassVar[str] = "regression"
@@ -121,17 +130,18 @@ class RegressionTrainable(nn.Module):
         x, y = batch
         if self.augment:
             x = random_dihedral(x)
-        mu, log_var = self.model(x)
-        return gaussian_nll(mu, log_var, y, beta=self.beta)
+        return self.model.nll(x, y, beta=self.beta)
 
     @torch.no_grad()
     def validation_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        mu, log_var = self.model(x)
+        # the flow's mean is estimated from draws: a fixed generator keeps validation (and
+        # early stopping) reproducible without touching the training loop's random state
+        mu, _ = self.model.component(x).mean_var(torch.Generator().manual_seed(0), n=64)
         err = (mu.double() - y.double()).abs().sum(0).cpu() * self.model.target_std.double().cpu()
         self._abs_err = err if self._abs_err is None else self._abs_err + err
         self._n += len(x)
-        return gaussian_nll(mu, log_var, y)
+        return self.model.nll(x, y)
 
     def validation_terms(self) -> dict[str, float]:
         if self._abs_err is None:
@@ -148,6 +158,35 @@ class RegressionTrainable(nn.Module):
 
     def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
         pass
+
+
+def _training_priors(cfg: RegressionConfig, train_vals: np.ndarray, all_vals: np.ndarray,
+                     preset: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Each target's training prior: the one given (``priors``; every usable value, training
+    or held out, must lie in its support) or the one worked out from the training values
+    (``describe_training_prior``)."""
+    given = dict(cfg.priors or {})
+    unknown = [t for t in given if t not in cfg.targets]
+    if unknown:
+        raise DarklensError(f"--prior for {', '.join(unknown)}, which is not a --target")
+    return {t: given_training_prior(t, given[t], all_vals[:, j], source) if t in given
+            else describe_training_prior(t, train_vals[:, j], preset)
+            for j, t in enumerate(cfg.targets)}
+
+
+def _support(cfg: RegressionConfig, priors: dict[str, dict[str, Any]]
+             ) -> list[list[float]] | None:
+    """Each target's [low, high] from its training prior (None if one has no bounded prior;
+    the binned and flow heads then cannot be built)."""
+    support = [prior_support(priors[t]["prior"]) for t in cfg.targets]
+    if all(s is not None for s in support):
+        return support
+    if cfg.posterior != "gaussian":
+        bad = [t for t, s in zip(cfg.targets, support, strict=True) if s is None]
+        raise DarklensError(f"--posterior {cfg.posterior} needs a bounded training prior of "
+                            f"{', '.join(bad)} ({'; '.join(priors[t]['source'] for t in bad)}); "
+                            "give one with --prior NAME=uniform:LOW:HIGH")
+    return None
 
 
 def _train_member(k: int, cfg: RegressionConfig, model: Regressor, train: TensorDataset,
@@ -193,7 +232,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
             raise DarklensError(f"target(s) {', '.join(bad)} change under rotations; "
                                 "train them with --no-augment")
     source = data_source or "the data"
-    subset = regression_subset(data, cfg.targets, cfg.classes, source)
+    subset = regression_subset(data, cfg.targets, cfg.classes, source, skip_nan=cfg.skip_nan)
     for msg in subset.messages:
         log(f"{source}: {msg}")
     val_f, test_f = cfg.val_fraction, cfg.test_fraction
@@ -205,6 +244,10 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         raise DataError(f"{source}: only {len(subset.indices)} usable images: too few to split "
                         "into training and validation sets")
     data_fp = fingerprint(data)
+    train_vals = subset.values[split.train]
+    preset = data.attrs.get("preset") if isinstance(data.attrs, dict) else None
+    priors = _training_priors(cfg, train_vals, subset.values, preset, source)  # before writing
+    support = _support(cfg, priors)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / RUN_JSON
     config_dict = asdict(cfg)
@@ -215,7 +258,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
             raise CheckpointError(f"{out}: was trained on other data; cannot resume with "
                                   f"{source}")
         keys = ("targets", "arch", "norm", "ensemble", "seed", "val_fraction",
-                "test_fraction")
+                "test_fraction", "posterior", "n_bins")
         diff = [k for k in keys if old.get("config", {}).get(k) != config_dict[k]]
         if diff:
             raise CheckpointError(f"{out}: cannot resume with different {', '.join(diff)}")
@@ -224,7 +267,6 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
 
     normaliser = Normaliser.fit(cfg.normalisation, data.images[subset.indices[split.train]]
                                 if cfg.normalisation == "standard" else None)
-    train_vals = subset.values[split.train]
     t_mean, t_std = train_vals.mean(axis=0), train_vals.std(axis=0)
 
     def tensors(part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,11 +274,15 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         y = torch.from_numpy((subset.values[part] - t_mean) / np.where(t_std > 0, t_std, 1.0))
         return x, y.float()
 
-    preset = data.attrs.get("preset") if isinstance(data.attrs, dict) else None
     train_set, val_set = TensorDataset(*tensors(split.train)), TensorDataset(*tensors(split.val))
     seed_everything(cfg.seed)
+
+    def new_model() -> Regressor:
+        return Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm,
+                         posterior=cfg.posterior, n_bins=cfg.n_bins, support=support)
+
     try:
-        model_cfg = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm).config
+        model_cfg = new_model().config
     except ValueError as err:
         raise DarklensError(str(err)) from None
     info: dict[str, Any] = {
@@ -249,8 +295,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         "target_mean": t_mean.tolist(),
         "target_std": t_std.tolist(),
         # what population inference divides out (darklens regress population)
-        "training_prior": {t: describe_training_prior(t, train_vals[:, j], preset)
-                           for j, t in enumerate(cfg.targets)},
+        "training_prior": priors,
         "image_shape": list(data.images.shape[2:]),
         "data": {"source": str(data_source), "fingerprint": data_fp,
                  "n_images": len(data), "n_usable": len(subset.indices),
@@ -271,7 +316,7 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         f"train {len(split.train)}, val {len(split.val)}, test {len(split.test)} (held out)")
     for k in range(cfg.ensemble):
         seed_everything(cfg.seed + 1000 * k)
-        model = Regressor(cfg.targets, cfg.arch, dropout=cfg.dropout, norm=cfg.norm)
+        model = new_model()
         model.set_standardisation(t_mean, t_std)
         summary = _train_member(k, cfg, model, train_set, val_set, member_dir(out, k), resume,
                                 log)
