@@ -87,12 +87,12 @@ def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, pri
     t0 = time.perf_counter()
     net, errors = train_initial_guess(inst, prior, guess_images, 8, seed=seed)
     t_guess = time.perf_counter() - t0
-    from darklens.simulate import compiled
+    from darklens.simulate import backend as sim_backend
 
     t0 = time.perf_counter()  # the first batch compiles the renderer's graphs: timed apart
     fit_smooth_lens(images[:2], inst, FitOptions(moment_starts=1), guess=net)
     t_warm = time.perf_counter() - t0
-    before = compiled.usage.copy()
+    before = sim_backend.usage.copy()
     t0 = time.perf_counter()
     fit = fit_smooth_lens(images, inst, FitOptions(moment_starts=1), guess=net)
     seconds = time.perf_counter() - t0
@@ -100,7 +100,7 @@ def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, pri
     return {"data": name, "n": len(fit), "threads": threads, "fit_seconds": seconds,
             "images_per_s_per_thread": len(fit) / seconds / threads,
             "guess_training_seconds": t_guess, "guess_prior": prior.name,
-            "warm_up_seconds": t_warm, "renderer": compiled.paths_since(before),
+            "warm_up_seconds": t_warm, "renderer": sim_backend.paths_since(before),
             "median_chi2_red": float(np.median(fit.chi2_red)),
             "p90_chi2_red": float(np.percentile(fit.chi2_red, 90)),
             "theta_e_within_1pct": float(np.mean(rel < 0.01)),

@@ -25,7 +25,7 @@ import torch
 
 from darklens import __version__
 from darklens.io import write_json_atomic
-from darklens.simulate import compiled
+from darklens.simulate import backend as sim_backend
 from darklens.simulate.presets import get_preset, with_overrides
 from darklens.simulate.simulator import simulate_batch
 
@@ -164,7 +164,7 @@ def main() -> None:
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="darklens-bench-inductor-")
     load_before = os.getloadavg()
-    has_compiled = compiled.compiled_available()
+    has_compiled = sim_backend.compiled_available()
     rows = []
     scales = {64: 0.08, 150: 0.05}
     for n_pix in (int(v) for v in args.sizes.split(",")):
@@ -203,7 +203,7 @@ def main() -> None:
         f"{load_after[0]:.1f} after"
     )
     if not has_compiled:
-        print(f"compiled path unavailable: {compiled._state['error']}")
+        print(f"compiled path unavailable: {sim_backend._state['error']}")
     nan = float("nan")
     for clock, suffix in (("wall clock", ""), ("CPU time", "_cpu")):
         print(f"\nimages/s by {clock} (best of {args.repeat}):")

@@ -8,7 +8,7 @@ import torch
 
 from darklens.fit.instrument import Instrument
 from darklens.fit.smooth_model import SmoothRenderer
-from darklens.simulate import compiled
+from darklens.simulate import backend as sim_backend
 
 # lens light and a fitted PSF: every part of the model, at a small size
 INST = Instrument(n_pix=24, pixel_scale=0.2, psf_fwhm=None, supersample=2, lens_light=True)
@@ -33,8 +33,8 @@ def test_each_component_ignores_the_parameters_outside_its_dependencies():
 
 
 def test_compiled_components_match_eager():
-    if not compiled.compiled_available():
-        pytest.skip(f"no compiled path here: {compiled._state['error']}")
+    if not sim_backend.compiled_available():
+        pytest.skip(f"no compiled path here: {sim_backend._state['error']}")
     torch.manual_seed(1)
     eager = SmoothRenderer(INST, backend="eager")
     fused = SmoothRenderer(INST, backend="compiled")

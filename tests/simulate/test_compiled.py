@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from darklens.simulate import backend as sim_backend
 from darklens.simulate import compiled, observation, render
 from darklens.simulate.parameters import draw_parameters
 from darklens.simulate.presets import get_preset
@@ -36,8 +37,8 @@ KITCHEN_SINK = get_preset(
 
 @pytest.fixture
 def needs_compiler() -> None:
-    if not compiled.compiled_available():
-        pytest.skip(f"the compiled simulator is unavailable here: {compiled._state['error']}")
+    if not sim_backend.compiled_available():
+        pytest.skip(f"the compiled simulator is unavailable here: {sim_backend._state['error']}")
 
 
 def test_compiled_images_do_not_depend_on_the_batch_split(needs_compiler):
@@ -136,22 +137,22 @@ def test_compiled_tnfw_points_vortex_lens_light_and_counts_noise(needs_compiler)
 
 
 def test_views_and_data_sets_record_and_share_the_compiled_path(monkeypatch, needs_compiler):
-    monkeypatch.setenv(compiled.ENV_VAR, "compiled")
+    monkeypatch.setenv(sim_backend.ENV_VAR, "compiled")
     idx = np.array([0, 3])
     views = render_views(PRESET, "cdm", idx, seed=11, n_views=2)
     images, _ = simulate_batch(PRESET, "cdm", idx, 11)
     assert torch.equal(views[:, 0], images[:, 0])  # view 0 is the data set's image
     data = simulate_dataset(PRESET, 2, seed=0, classes=("no_sub",))
     assert data.attrs["simulator_backend"] == "compiled"
-    monkeypatch.setenv(compiled.ENV_VAR, "eager")
+    monkeypatch.setenv(sim_backend.ENV_VAR, "eager")
     assert simulate_dataset(PRESET, 2, seed=0, classes=("no_sub",)).attrs[
         "simulator_backend"
     ] == "eager"
 
 
 def test_float64_always_renders_eager(monkeypatch):
-    monkeypatch.setenv(compiled.ENV_VAR, "compiled")
-    monkeypatch.setattr(compiled, "compiled_available", lambda: True)
+    monkeypatch.setenv(sim_backend.ENV_VAR, "compiled")
+    monkeypatch.setattr(sim_backend, "compiled_available", lambda: True)
 
     def no_compiling(*args, **kwargs):
         raise AssertionError("float64 must not compile")
@@ -163,7 +164,7 @@ def test_float64_always_renders_eager(monkeypatch):
 
 def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
     """A broken compiler: ``auto`` warns once and renders eager; ``compiled`` raises."""
-    monkeypatch.setattr(compiled, "_state", {"probe": True, "error": None})
+    monkeypatch.setattr(sim_backend, "_state", {"probe": True, "error": None})
     monkeypatch.setattr(compiled, "_graphs", {})
 
     def broken(*args, **kwargs):
@@ -177,23 +178,23 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
         img, _ = simulate_batch(preset, "cdm", np.arange(2), seed=0, backend="auto")
     eager, _ = simulate_batch(preset, "cdm", np.arange(2), seed=0, backend="eager")
     assert torch.equal(img, eager)
-    assert compiled.resolve_backend("auto") == "eager"
-    monkeypatch.setenv(compiled.ENV_VAR, "auto")
+    assert sim_backend.resolve_backend("auto") == "eager"
+    monkeypatch.setenv(sim_backend.ENV_VAR, "auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning: the process now renders eager
         data = simulate_dataset(preset, 1, seed=0, classes=("cdm",))
     assert data.attrs["simulator_backend"] == "eager"
     with pytest.raises(RuntimeError, match="unavailable"):
-        compiled.resolve_backend("compiled")
+        sim_backend.resolve_backend("compiled")
 
 
 def test_no_compiler_means_eager(monkeypatch):
-    monkeypatch.setattr(compiled, "_state", {"probe": None, "error": None})
-    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
-    assert not compiled.compiled_available()
-    assert compiled.resolve_backend("auto") == "eager"
+    monkeypatch.setattr(sim_backend, "_state", {"probe": None, "error": None})
+    monkeypatch.setattr(sim_backend.shutil, "which", lambda name: None)
+    assert not sim_backend.compiled_available()
+    assert sim_backend.resolve_backend("auto") == "eager"
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        compiled.resolve_backend("compiled")
+        sim_backend.resolve_backend("compiled")
     img, _ = simulate_batch(PRESET, "no_sub", np.arange(2), seed=0, backend="auto")
     assert img.shape == (2, 1, 32, 32)
 
@@ -208,7 +209,7 @@ def test_cli_backend_choice_is_recorded(tmp_path, monkeypatch, capsys):
     assert load_dataset(tmp_path / "a").attrs["simulator_backend"] == "eager"
     manifest = json.loads((tmp_path / "a" / "simulation.json").read_text())
     assert manifest["simulator_backend"] == "eager"
-    monkeypatch.setattr(compiled, "_state", {"probe": False, "error": "no C++ compiler (g++)"})
+    monkeypatch.setattr(sim_backend, "_state", {"probe": False, "error": "no C++ compiler (g++)"})
     assert main([*args, "--out", str(tmp_path / "b"), "--backend", "compiled"]) == 2
     err = capsys.readouterr().err
     assert "compiled simulator is unavailable" in err and "Traceback" not in err
@@ -216,20 +217,20 @@ def test_cli_backend_choice_is_recorded(tmp_path, monkeypatch, capsys):
 
 def test_backend_names_are_checked(monkeypatch):
     with pytest.raises(ValueError, match="backend"):
-        compiled.requested_backend("fast")
-    monkeypatch.setenv(compiled.ENV_VAR, "EAGER")
-    assert compiled.resolve_backend() == "eager"
+        sim_backend.requested_backend("fast")
+    monkeypatch.setenv(sim_backend.ENV_VAR, "EAGER")
+    assert sim_backend.resolve_backend() == "eager"
 
 
 def test_auto_renders_small_jobs_eager(monkeypatch):
     """Under auto, compiling (seconds per process) is skipped for jobs it would not repay."""
-    monkeypatch.setenv(compiled.ENV_VAR, "auto")
-    small, big = compiled.AUTO_MIN_IMAGES - 1, compiled.AUTO_MIN_IMAGES
-    assert compiled.backend_for_job(None, small) == "eager"
-    assert compiled.backend_for_job("auto", small) == "eager"
-    assert compiled.backend_for_job(None, big) is None  # left to resolve_backend
-    assert compiled.backend_for_job("compiled", small) == "compiled"  # explicit wins
+    monkeypatch.setenv(sim_backend.ENV_VAR, "auto")
+    small, big = sim_backend.AUTO_MIN_IMAGES - 1, sim_backend.AUTO_MIN_IMAGES
+    assert sim_backend.backend_for_job(None, small) == "eager"
+    assert sim_backend.backend_for_job("auto", small) == "eager"
+    assert sim_backend.backend_for_job(None, big) is None  # left to resolve_backend
+    assert sim_backend.backend_for_job("compiled", small) == "compiled"  # explicit wins
     data = simulate_dataset(PRESET, 2, seed=0, classes=("no_sub",))
     assert data.attrs["simulator_backend"] == "eager"
-    monkeypatch.setenv(compiled.ENV_VAR, "compiled")
-    assert compiled.backend_for_job(None, small) is None  # the environment's choice wins
+    monkeypatch.setenv(sim_backend.ENV_VAR, "compiled")
+    assert sim_backend.backend_for_job(None, small) is None  # the environment's choice wins

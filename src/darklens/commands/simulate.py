@@ -7,7 +7,7 @@ import argparse
 from darklens.data.lensdata import CLASSES
 from darklens.errors import DarklensError
 from darklens.progress import progress_bar
-from darklens.simulate.compiled import BACKENDS, ENV_VAR, backend_for_job, resolve_backend
+from darklens.simulate.backend import BACKENDS, ENV_VAR, backend_for_job, resolve_backend
 from darklens.simulate.presets import get_preset, list_presets
 from darklens.simulate.writer import simulate_to_disk
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from darklens.fit.instrument import Instrument
 from darklens.simulate import compiled, physics
+from darklens.simulate.backend import dispatch
 
 E_MAX = 0.5  # |e1|, |e2| bound: q >= 0.17
 
@@ -166,7 +167,7 @@ class SmoothRenderer:
         parts = tuple(range(self.n_components)) if parts is None else parts
         eligible = self.dtype == torch.float32 and not (torch.is_grad_enabled() and
                                                         u.requires_grad)
-        return compiled.dispatch(self.backend, u.shape[0], lambda: self._compiled(u, parts),
+        return dispatch(self.backend, u.shape[0], lambda: self._compiled(u, parts),
                                  lambda: self._eager(u, parts), eligible=eligible)
 
     def dependencies(self) -> list[list[int]]:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from darklens.simulate import compiled, rng
+from darklens.simulate.backend import dispatch
 from darklens.simulate.parameters import CLASS_IDS
 from darklens.simulate.presets import Preset
 
@@ -75,7 +76,7 @@ def observe(
 
     if preset.noise == "none":  # nothing to draw: the same on both paths
         return eager()
-    return compiled.dispatch(
+    return dispatch(
         backend,
         b,
         lambda: compiled.observe(clean, sigma, ka, kb, minmax),

@@ -4,7 +4,7 @@
 over the pixels) for float32 where it is available, else the eager one built from the
 per-component lensing functions of :mod:`darklens.simulate.physics`; the two agree to float
 rounding (``tests/simulate/test_compiled.py``). The choice of path is
-``darklens.simulate.compiled.dispatch``'s.
+``darklens.simulate.backend.dispatch``'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from darklens.simulate import compiled, physics
+from darklens.simulate.backend import dispatch
 from darklens.simulate.presets import Preset
 
 
@@ -110,7 +111,7 @@ def render_noiseless(
     :mod:`darklens.simulate.compiled`; ``backend`` overrides ``$DARKLENS_SIM_BACKEND``), float64
     renders the eager one. The two agree to float rounding.
     """
-    return compiled.dispatch(
+    return dispatch(
         backend,
         p["theta_e"].shape[0],
         lambda: _render_compiled(preset, p, substructure),

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from darklens import __version__
 from darklens.data.lensdata import CLASSES, LensData
-from darklens.simulate import compiled
+from darklens.simulate.backend import backend_for_job, paths_since, usage
 from darklens.simulate.observation import image_power, noise_sigma, observe
 from darklens.simulate.parameters import CLASS_IDS, draw_parameters
 from darklens.simulate.presets import Preset, get_preset
@@ -152,12 +152,12 @@ def simulate_dataset(
     """``n_per_class`` images of each class, in memory, with metadata and provenance.
 
     ``backend`` as in :func:`simulate_batch`; under ``auto`` a small job renders eager
-    (:func:`darklens.simulate.compiled.backend_for_job`).
+    (:func:`darklens.simulate.backend.backend_for_job`).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    backend = compiled.backend_for_job(backend, n_per_class * len(classes))
+    backend = backend_for_job(backend, n_per_class * len(classes))
     images, labels, metas = [], [], []
-    before = Counter(compiled.usage)
+    before = Counter(usage)
     for name in classes:
         for img, meta in iter_class(preset, name, n_per_class, seed, batch_size=batch_size,
                                     backend=backend):
@@ -175,7 +175,7 @@ def simulate_dataset(
             "seed": seed,
             "darklens_version": __version__,
             # compiled or eager: the two agree to float rounding, not bit for bit
-            "simulator_backend": compiled.paths_since(before),
+            "simulator_backend": paths_since(before),
         },
     )
 

@@ -24,7 +24,7 @@ from darklens.data.deeplense import write_deeplense_folder
 from darklens.data.hdf5 import write_shard
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.io import write_json_atomic, write_text_atomic
-from darklens.simulate import compiled
+from darklens.simulate.backend import backend_for_job, paths_since, requested_backend, usage
 from darklens.simulate.parameters import CLASS_IDS
 from darklens.simulate.presets import Preset, from_dict
 from darklens.simulate.simulator import simulate_batch
@@ -66,7 +66,7 @@ def render_chunk(
     """Render one chunk (runs in a worker process too); ``backend`` as in ``simulate_batch``."""
     preset = from_dict(preset_dict)
     images, metas = [], []
-    before = Counter(compiled.usage)
+    before = Counter(usage)
     for lo in range(chunk.start, chunk.stop, batch_size):
         idx = np.arange(lo, min(lo + batch_size, chunk.stop))
         img, meta = simulate_batch(preset, chunk.class_name, idx, seed, backend=backend)
@@ -80,7 +80,7 @@ def render_chunk(
         "darklens_version": __version__,
         "class_name": chunk.class_name,
         "chunk": chunk.number,
-        "simulator_backend": compiled.paths_since(before),  # compiled or eager (see simulator)
+        "simulator_backend": paths_since(before),  # compiled or eager (see simulator)
     }
     return LensData(np.concatenate(images), labels, CLASSES, meta, attrs)
 
@@ -132,7 +132,7 @@ def simulate_to_disk(
             raise ValueError(f"unknown class {c!r}; known: {', '.join(CLASSES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = compiled.backend_for_job(backend, n_per_class * len(classes))
+    backend = backend_for_job(backend, n_per_class * len(classes))
     manifest = {
         "preset": preset.to_dict(),
         "seed": seed,
@@ -142,7 +142,7 @@ def simulate_to_disk(
         "chunk_size": chunk_size,
         "darklens_version": __version__,
         # the path requested (auto/eager/compiled); each shard records the one it took
-        "simulator_backend": compiled.requested_backend(backend),
+        "simulator_backend": requested_backend(backend),
     }
     write_json_atomic(out / "simulation.json", manifest)
     chunks = plan_chunks(classes, n_per_class, chunk_size, shard)
