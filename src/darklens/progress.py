@@ -68,7 +68,9 @@ class LineProgress:
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # the stage failed: its error is the one line to read
+            self.closed = True
         self.close()
 
 

@@ -37,7 +37,7 @@ import sys
 import numpy as np
 
 from darklens.data.dataset import Normaliser
-from darklens.data.formats import image_names, load_dataset
+from darklens.data.stream import ON_BAD, BadInput, count_images, stream_images
 from darklens.errors import DarklensError, DataError
 from darklens.evaluate.conformal import (
     benjamini_hochberg,
@@ -49,9 +49,10 @@ from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_calibration, read_run_config
 from darklens.models.scoring import score_images
-from darklens.progress import is_terminal
+from darklens.progress import progress_bar
 
 NOT_FITTED = "not_fitted"  # the flag of an image with a NaN score (the detector could not fit it)
+SKIPPED = "skipped"  # the flag of a bad file skipped under --on-bad-file skip
 MAX_NAMED = 10  # not-scored images named in the warning
 
 
@@ -66,7 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fdr", type=float,
                    help="also control the false discovery rate over all images at this level "
                    "(Benjamini-Hochberg): q_value and discovery columns")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--on-bad-file", choices=ON_BAD, default="stop",
+                   help="a bad image file in the inputs: 'stop' the run with one line (exit 2, "
+                   "nothing written; default) or 'skip' it (named on stderr, flag skipped)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images read and scored at a time (memory stays bounded)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -89,23 +94,38 @@ def run(args: argparse.Namespace) -> int:
     transform = load_for_run(args.run, config)  # None: the run learned on raw images
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
-    rows, not_scored = [], []
-    for path in args.inputs:
-        data = load_dataset(path)
-        if None not in want and tuple(data.images.shape[1:]) != want:
-            raise DataError(f"{path}: images are {tuple(data.images.shape[1:])}, the run was "
-                            f"trained on {want}")
-        images = data.images
-        if transform is not None:
-            images = transform(images, progress=is_terminal())
-        scores = score_images(detector, normaliser(images), args.batch_size, args.device)
-        if transform is not None:
-            scores[~transform.fitted] = np.nan
-        for name, label, s in zip(image_names(data, path), data.labels, scores, strict=True):
-            cls = data.class_names[label] if label >= 0 else ""
-            rows.append((name, cls, float(s)))
-            if np.isnan(s):
-                not_scored.append(name)
+    shape = None if None in want else want
+    rows: list[tuple[str, str, float | str]] = []
+    not_scored: list[str] = []
+    skipped: list[BadInput] = []
+    total = sum(count_images(path) for path in args.inputs)  # also checks every path first
+    with progress_bar(total=total, desc="scoring", unit="images") as bar:
+        for path in args.inputs:
+            for item in stream_images(path, args.batch_size, shape, args.on_bad_file):
+                if isinstance(item, BadInput):
+                    skipped.append(item)
+                    rows.append((item.name, "", SKIPPED))
+                    bar.update(1)
+                    continue
+                images = item.images
+                if transform is not None:
+                    images = transform(images, progress=False)
+                scores = score_images(detector, normaliser(images), args.batch_size,
+                                      args.device)
+                if transform is not None:
+                    scores[~transform.fitted] = np.nan
+                for name, label, sc in zip(item.names, item.labels, scores, strict=True):
+                    rows.append((name, item.class_names[label] if label >= 0 else "",
+                                 float(sc)))
+                    if np.isnan(sc):
+                        not_scored.append(name)
+                bar.update(len(item.names))
+    if skipped:
+        listed = [f"{b.name} ({b.reason})" for b in skipped]
+        print(f"darklens score: warning: skipped {len(skipped)} bad file(s) "
+              f"(--on-bad-file skip; flag {SKIPPED}): {_listing(listed)}", file=sys.stderr)
+    if len(skipped) == len(rows):
+        raise DataError("nothing to score: every input was bad")
     table = decision_table(rows, calibration, args.fpr, args.fdr)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -115,24 +135,31 @@ def run(args: argparse.Namespace) -> int:
               "(calibration.json), so no p-values and no anomalous flags; retrain the run "
               "with `darklens train` to get them", file=sys.stderr)
     if not_scored:
-        more = f" (+{len(not_scored) - MAX_NAMED} more)" if len(not_scored) > MAX_NAMED else ""
         why = "the smooth-lens fit of the residual input failed" if transform is not None \
             else f"{detector.name} could not fit them"
         print(f"darklens score: warning: {len(not_scored)} image(s) not scored "
-              f"({why}; empty score, flag {NOT_FITTED}): "
-              f"{', '.join(not_scored[:MAX_NAMED])}{more}", file=sys.stderr)
+              f"({why}; empty score, flag {NOT_FITTED}): {_listing(not_scored)}",
+              file=sys.stderr)
     if args.csv:
         write_text_atomic(args.csv, buf.getvalue())
-        print(f"wrote {len(rows)} score(s) to {args.csv}")
+        print(f"wrote {len(rows) - len(skipped)} score(s) to {args.csv}")
     else:
         sys.stdout.write(buf.getvalue())
     return 0
 
 
-def decision_table(rows: list[tuple[str, str, float]], calibration: np.ndarray | None,
+def _listing(items: list[str], limit: int = MAX_NAMED) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def decision_table(rows: list[tuple[str, str, float | str]], calibration: np.ndarray | None,
                    fpr: float, fdr: float | None) -> list[list[str]]:
-    """The CSV rows (header first) of (source, class, score) rows: p-values, flags, BH."""
-    scores = np.array([r[2] for r in rows], dtype=np.float64)
+    """The CSV rows (header first) of (source, class, score) rows: p-values, flags, BH.
+
+    A score that is a string is the flag of a row without a score (a skipped bad file)."""
+    scores = np.array([r[2] if not isinstance(r[2], str) else np.nan for r in rows],
+                      dtype=np.float64)
     header = ["source", "class", "score", "p_value", "anomalous"]
     if fdr is not None:
         header += ["q_value", "discovery"]
@@ -145,6 +172,9 @@ def decision_table(rows: list[tuple[str, str, float]], calibration: np.ndarray |
     q, found = benjamini_hochberg(p, fdr) if fdr is not None else (None, None)
     out = [header]
     for i, (name, cls, s) in enumerate(rows):
+        if isinstance(s, str):  # a skipped bad file
+            out.append([name, cls] + [""] * (len(header) - 3) + [s])
+            continue
         ok = not np.isnan(s)
         has_p = ok and not np.isnan(p[i])
         line = [name, cls, repr(s) if ok else "", repr(float(p[i])) if has_p else "",

@@ -168,9 +168,12 @@ def run(args: argparse.Namespace) -> int:
         train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
         n_normal = int((data.labels == data.class_names.index(args.normal)).sum())
         n_cal = int(round(args.cal_fraction * n_normal))
-        if args.cal_fraction < 0 or (args.cal_fraction > 0 and n_cal == 0):
-            raise DarklensError(f"--cal-fraction {args.cal_fraction} leaves no calibration "
-                                f"normals out of {n_normal}")
+        if not 0 <= args.cal_fraction < 1:
+            raise DarklensError(f"--cal-fraction must be in [0, 1), got {args.cal_fraction}")
+        if args.cal_fraction > 0 and n_cal == 0:
+            print(f"darklens train: warning: --cal-fraction {args.cal_fraction} of {n_normal} "
+                  "normal images is none: no calibration normals, so `darklens score` will "
+                  "give no p-values", file=sys.stderr)
         if n_cal:
             train_set, cal_set = calibration_split(train_set, n_cal, args.seed)
         extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
