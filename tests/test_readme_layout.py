@@ -15,6 +15,7 @@ PACKAGE = ROOT / "src" / "darklens"
 
 #: What each folder is for, in one line (src/darklens/<name>, then the repository's own).
 PURPOSE = {
+    "api": "the public Python API (simulate, load, Detector, ...), re-exported by darklens",
     "data": "images on disk and in memory: formats, safe readers, datasets, fingerprint, targets",
     "simulate": "presets -> parameters -> render (eager physics or compiled) -> observation",
     "fit": "the smooth-lens fitter: Levenberg-Marquardt, initial guesses, residual maps",
@@ -26,6 +27,7 @@ PURPOSE = {
     "tests": "pytest, one folder per package of src/darklens (same name); helpers at the top",
     "benchmarks": "speed and quality benchmarks: print a table, write JSON to results/",
     "docs": "architecture, presets, benchmark, infotheoretic, regression, reliability, refit",
+    "examples": "the quickstart, as a script and the same as a notebook",
 }
 
 
@@ -41,7 +43,7 @@ def layout() -> str:
     lines = ["src/darklens/", f"  {'*.py':<12}{', '.join(modules)} (layers: docs/architecture.md)"]
     for name in _folders(PACKAGE):
         lines.append(f"  {name + '/':<12}{PURPOSE[name]}")
-    for top in ("tests", "benchmarks", "docs"):
+    for top in ("tests", "benchmarks", "docs", "examples"):
         lines.append(f"{top + '/':<14}{PURPOSE[top]}")
         if top == "tests":
             for name in _folders(ROOT / "tests"):
