@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from darklens.report.html import write_report
 
-SECTIONS = ("summary", "roc", "histograms", "gallery", "extremes", "training",
+SECTIONS = ("summary", "roc", "histograms", "gallery", "extremes", "where-maps", "training",
             "representation", "detectability", "config")
 
 
@@ -38,6 +38,7 @@ def test_report_is_self_contained_with_every_section(bench_dir):
     assert all(v.startswith("#") for t, k, v in parser.refs if k == "href")
     assert not [r for r in parser.refs if r[0] == "script"]  # inline scripts only
     assert set(SECTIONS) <= parser.ids
+    assert 'alt="knn where-maps"' in text and 'alt="deep-svdd where-maps"' in text
     assert "regression" not in parser.ids
     # both detectors in the table, their representations, and the chi2 bins
     for det in ("knn", "deep-svdd"):

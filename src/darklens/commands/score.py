@@ -14,8 +14,12 @@ them to ``--csv``, with the columns
 - with ``--fdr Q``: ``q_value`` (Benjamini-Hochberg adjusted p-value over every image scored in
   this call) and ``discovery`` (1 if ``q_value <= Q``): the expected share of normal images
   among the discoveries is at most Q;
-- ``flag``: ``ok``, or ``not_fitted`` for an image the detector could not score
-  (residual-chi2: the smooth-lens fit failed): its score, p-value and decisions are left
+- with ``--maps DIR``: ``map``, the file in DIR holding the image's where-map overlay (PNG:
+  the image in grey, what makes it anomalous in colour, a cross at the map's peak; see
+  :mod:`darklens.evaluate.where_maps`);
+- ``flag``: ``ok``, ``skipped`` (a bad file under ``--on-bad-file skip``), or
+  ``not_fitted`` for an image the detector could not score (residual-chi2: the smooth-lens
+  fit failed): its score, p-value and decisions are left
   empty, never ranked, and a warning on stderr names such images.
 
 A run saved without calibration scores (trained before they existed, or by ``darklens
@@ -32,12 +36,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from darklens.data.dataset import Normaliser
-from darklens.data.stream import ON_BAD, BadInput, count_images, stream_images
+from darklens.data.stream import ON_BAD, BadInput, ImageBatch, count_images, stream_images
 from darklens.errors import DarklensError, DataError
 from darklens.evaluate.conformal import (
     benjamini_hochberg,
@@ -45,11 +52,13 @@ from darklens.evaluate.conformal import (
     conformal_p_values,
     flags_at_fpr,
 )
+from darklens.evaluate.where_maps import where_maps
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
 from darklens.models.persistence import load_run, read_calibration, read_run_config
 from darklens.models.scoring import score_images
 from darklens.progress import progress_bar
+from darklens.report.gallery import save_overlay
 
 NOT_FITTED = "not_fitted"  # the flag of an image with a NaN score (the detector could not fit it)
 SKIPPED = "skipped"  # the flag of a bad file skipped under --on-bad-file skip
@@ -67,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fdr", type=float,
                    help="also control the false discovery rate over all images at this level "
                    "(Benjamini-Hochberg): q_value and discovery columns")
+    p.add_argument("--maps", metavar="DIR",
+                   help="also write a where-map overlay (PNG) of every scored image into DIR: "
+                   "what makes the image anomalous, and a map column in the CSV")
     p.add_argument("--on-bad-file", choices=ON_BAD, default="stop",
                    help="a bad image file in the inputs: 'stop' the run with one line (exit 2, "
                    "nothing written; default) or 'skip' it (named on stderr, flag skipped)")
@@ -96,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
     shape = None if None in want else want
     rows: list[tuple[str, str, float | str]] = []
+    map_files: list[str] | None = [] if args.maps else None
+    maps_dir = Path(args.maps) if args.maps else None
+    if maps_dir is not None:
+        maps_dir.mkdir(parents=True, exist_ok=True)
     not_scored: list[str] = []
     skipped: list[BadInput] = []
     total = sum(count_images(path) for path in args.inputs)  # also checks every path first
@@ -105,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 if isinstance(item, BadInput):
                     skipped.append(item)
                     rows.append((item.name, "", SKIPPED))
+                    if map_files is not None:
+                        map_files.append("")
                     bar.update(1)
                     continue
                 images = item.images
@@ -114,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
                                       args.device)
                 if transform is not None:
                     scores[~transform.fitted] = np.nan
+                if maps_dir is not None and map_files is not None:
+                    map_files += _write_maps(maps_dir, len(rows), item, normaliser(images),
+                                             detector, scores, args.device)
                 for name, label, sc in zip(item.names, item.labels, scores, strict=True):
                     rows.append((name, item.class_names[label] if label >= 0 else "",
                                  float(sc)))
@@ -126,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
               f"(--on-bad-file skip; flag {SKIPPED}): {_listing(listed)}", file=sys.stderr)
     if len(skipped) == len(rows):
         raise DataError("nothing to score: every input was bad")
-    table = decision_table(rows, calibration, args.fpr, args.fdr)
+    table = decision_table(rows, calibration, args.fpr, args.fdr, map_files)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerows(table)
@@ -142,10 +163,28 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.csv:
         write_text_atomic(args.csv, buf.getvalue())
-        print(f"wrote {len(rows) - len(skipped)} score(s) to {args.csv}")
+        print(f"wrote {len(rows) - len(skipped)} score(s) to {args.csv}"
+              + (f" and their where-maps to {maps_dir}" if maps_dir is not None else ""))
     else:
         sys.stdout.write(buf.getvalue())
     return 0
+
+
+def _write_maps(out: Path, first: int, item: ImageBatch, images: np.ndarray, detector: Any,
+                scores: np.ndarray, device: str) -> list[str]:
+    """Where-map overlays (PNG) of a batch into ``out``; their file names ('' if not scored)."""
+    maps = where_maps(detector, images, device=device)
+    names = []
+    for k, (name, s) in enumerate(zip(item.names, scores, strict=True)):
+        if np.isnan(s):
+            names.append("")
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name.split("[")[0]).stem)
+        index = f"-{name.rsplit('[', 1)[1].rstrip(']')}" if name.endswith("]") else ""
+        file = f"{first + k:06d}-{stem}{index}.png"
+        save_overlay(out / file, item.images[k, 0], maps[k])
+        names.append(file)
+    return names
 
 
 def _listing(items: list[str], limit: int = MAX_NAMED) -> str:
@@ -154,7 +193,8 @@ def _listing(items: list[str], limit: int = MAX_NAMED) -> str:
 
 
 def decision_table(rows: list[tuple[str, str, float | str]], calibration: np.ndarray | None,
-                   fpr: float, fdr: float | None) -> list[list[str]]:
+                   fpr: float, fdr: float | None, maps: list[str] | None = None
+                   ) -> list[list[str]]:
     """The CSV rows (header first) of (source, class, score) rows: p-values, flags, BH.
 
     A score that is a string is the flag of a row without a score (a skipped bad file)."""
@@ -163,6 +203,8 @@ def decision_table(rows: list[tuple[str, str, float | str]], calibration: np.nda
     header = ["source", "class", "score", "p_value", "anomalous"]
     if fdr is not None:
         header += ["q_value", "discovery"]
+    if maps is not None:
+        header.append("map")
     header.append("flag")
     if calibration is None:
         p = np.full(len(rows), np.nan)
@@ -175,12 +217,14 @@ def decision_table(rows: list[tuple[str, str, float | str]], calibration: np.nda
         if isinstance(s, str):  # a skipped bad file
             out.append([name, cls] + [""] * (len(header) - 3) + [s])
             continue
+        where = [maps[i]] if maps is not None else []
         ok = not np.isnan(s)
         has_p = ok and not np.isnan(p[i])
         line = [name, cls, repr(s) if ok else "", repr(float(p[i])) if has_p else "",
                 str(int(flags[i])) if has_p else ""]
         if q is not None:
             line += [repr(float(q[i])) if has_p else "", str(int(found[i])) if has_p else ""]
+        line += where
         line.append("ok" if ok else NOT_FITTED)
         out.append(line)
     return out

@@ -93,3 +93,8 @@ class AAE(Detector):
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:
         return reconstruction_error(images, self.decoder(self.encoder(images)))
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor:
+        """Per-pixel squared reconstruction error, (B, H, W)."""
+        return (self.decoder(self.encoder(images)) - images).square().sum(dim=1)

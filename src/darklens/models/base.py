@@ -72,7 +72,11 @@ class Detector(nn.Module):
     (learned features for the report's maps, where ``representation`` names their source;
     None: no representation); ``set_labelled_anomalies`` and ``set_pseudo_anomalies``
     (anomalous images for a semi-supervised term or a label-free choice; a detector that takes
-    them sets ``accepts_labelled_anomalies`` / ``accepts_pseudo_anomalies``).
+    them sets ``accepts_labelled_anomalies`` / ``accepts_pseudo_anomalies``);
+    ``where_map(images)`` (a per-pixel map (B, H, W) of what makes each image anomalous,
+    higher = more: an autoencoder's reconstruction error, the smooth-lens fit's residual; None,
+    the default: no map of its own, and ``darklens.evaluate.where_maps`` takes an occlusion
+    saliency of ``score`` instead).
     """
 
     name: ClassVar[str]
@@ -134,6 +138,11 @@ class Detector(nn.Module):
     def embed(self, images: Tensor) -> Tensor:
         """Learned features (B, D) of ``images`` (only when ``representation`` is set)."""
         raise NotImplementedError(f"detector {self.name} has no learned representation")
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor | None:
+        """Per-pixel anomaly map (B, H, W) of images (B, C, H, W), or None (no map of its own)."""
+        return None
 
     def set_labelled_anomalies(self, images: Tensor | None) -> None:
         """Labelled anomalous images (only when ``accepts_labelled_anomalies``)."""

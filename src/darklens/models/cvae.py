@@ -72,3 +72,9 @@ class CVAE(Detector):
     def score(self, images: Tensor) -> Tensor:
         mu, _ = self.encode(images)
         return reconstruction_error(images, self.decode(mu))
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor:
+        """Per-pixel squared reconstruction error (decoded from the mean), (B, H, W)."""
+        mu, _ = self.encode(images)
+        return (self.decode(mu) - images).square().sum(dim=1)

@@ -54,3 +54,8 @@ class DCAE(Detector):
     @torch.no_grad()
     def score(self, images: Tensor) -> Tensor:
         return reconstruction_error(images, self.reconstruct(images))
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor:
+        """Per-pixel squared reconstruction error, (B, H, W)."""
+        return (self.reconstruct(images) - images).square().sum(dim=1)

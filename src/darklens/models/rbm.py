@@ -106,3 +106,12 @@ class RBM(Detector):
         if self.config["score"] == "reconstruction":
             return self.reconstruction_error(v)
         return self.free_energy(v)
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor:
+        """Per-pixel squared error of the mean-field reconstruction, (B, H, W) (the free
+        energy does not split into pixels; DeepLense's RBM score is this error's mean)."""
+        v = self._visible(images)
+        p_h = torch.sigmoid(F.linear(v, self.W, self.h_bias))
+        recon = torch.sigmoid(F.linear(p_h, self.W.t(), self.v_bias))
+        return (recon - v).square().view(images.shape).sum(dim=1)

@@ -236,3 +236,12 @@ class ResidualChi2(Detector):
             s = stats[statistic]
         s = np.where(fit.converged, s, np.nan)
         return torch.as_tensor(s, dtype=torch.float64)
+
+    @torch.no_grad()
+    def where_map(self, images: Tensor) -> Tensor:
+        """The squared normalised residual (data - model)^2 / sigma^2 of the smooth-lens fit,
+        (B, H, W); NaN where the fit failed."""
+        fit = self.fit_residuals(images.cpu())
+        r2 = torch.as_tensor(fit.residual, dtype=torch.float32).square()
+        bad = torch.as_tensor(~np.asarray(fit.converged, dtype=bool))
+        return torch.where(bad.view(-1, 1, 1), torch.full_like(r2, float("nan")), r2)

@@ -256,6 +256,8 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
     add(("extremes", "Most and least anomalous test images (first seed)",
                      _note("Top row: the highest scores; bottom row: the lowest (s = score).")
                      + "".join(ext)))
+    add(("where-maps", "Where-maps of the most anomalous test images (first seed)",
+         _where_maps(first_seed, data, scores)))
 
     # --- training curves
     histories = {det: _read_losses(d) for det, (_, d) in first_seed.items()}
@@ -350,6 +352,26 @@ def _representation(first_seed: dict[str, tuple[int, Path]], data: LensData,
                  "class. Features: " + "; ".join(notes) + ".")
     if maps:
         body += _img(figures.embedding_figure(maps, data.class_names), "representation maps")
+    return body
+
+
+def _where_maps(first_seed: dict[str, tuple[int, Path]], data: LensData,
+                scores: dict[str, tuple[np.ndarray, np.ndarray]], k: int = 6) -> str:
+    """Each detector's where-map overlays of its ``k`` highest-scoring test images."""
+    from darklens.report.gallery import where_map_panels
+
+    body = _note("What makes each image anomalous, in colour over the image (cyan cross: the "
+                 "map's peak): an autoencoder's reconstruction error, the smooth-lens fit's "
+                 "residual, or for detectors without a map of their own the occlusion "
+                 "saliency of their score (darklens.evaluate.where_maps).")
+    for det, (_, run_dir) in first_seed.items():
+        idx, s = scores[det]
+        top = np.argsort(s)[::-1][:k]
+        fig, what = where_map_panels(run_dir, data.images[idx[top]],
+                                     _captions(data, idx[top], s[top]))
+        body += f"<h3>{html.escape(det)}</h3>" + _note(what)
+        if fig is not None:
+            body += _img(fig, f"{det} where-maps")
     return body
 
 
