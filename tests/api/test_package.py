@@ -6,6 +6,7 @@ import doctest
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,21 @@ def test_root_exports_the_api():
     assert set(api.__all__) <= set(dir(darklens))
 
 
+def test_the_type_stub_declares_the_same_names():
+    import ast
+
+    stub = ast.parse((Path(darklens.__file__).parent / "__init__.pyi").read_text())
+    names = {a.asname for node in stub.body if isinstance(node, ast.ImportFrom)
+             for a in node.names}
+    assert names == set(api.__all__)
+
+
 def test_every_public_piece_has_a_docstring_with_an_example():
     for name in api.__all__:
         obj = getattr(api, name)
         if name in ("ImagesLike", "LensData", "DarklensError", "SmoothFit"):
             continue  # a type alias and types of the layers below, documented where they live
-        assert "Example:" in (inspect.getdoc(obj) or ""), name
+        assert "Examples:" in (inspect.getdoc(obj) or ""), name
 
 
 def test_import_darklens_loads_neither_torch_nor_the_api():

@@ -5,7 +5,7 @@ Everything here wraps what the ``darklens`` commands run (the simulator, the dat
 run trained in Python is a run directory the commands read, and the other way round. Arrays go
 in and come out as numpy; torch tensors are accepted wherever images are.
 
-Example:
+Examples:
     >>> import darklens as dl
     >>> d = dl.simulate("demo", 50, seed=0)
     >>> m = dl.create_detector("dcae")

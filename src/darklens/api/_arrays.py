@@ -12,9 +12,9 @@ import torch
 from darklens.data.lensdata import CLASSES, LensData
 from darklens.errors import DataError
 
-#: What the API takes as images: a numpy array (or anything ``numpy.asarray`` takes) or a torch
-#: tensor, shaped (N, C, H, W), (N, H, W) or one image (H, W).
 ImagesLike: TypeAlias = npt.ArrayLike | torch.Tensor
+"""What the API takes as images: a numpy array (or anything ``numpy.asarray`` takes) or a torch
+tensor, shaped (N, C, H, W), (N, H, W) or one image (H, W)."""
 
 
 def as_images(images: ImagesLike | LensData, what: str = "images") -> npt.NDArray[np.float32]:

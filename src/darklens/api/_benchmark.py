@@ -41,7 +41,7 @@ def benchmark(detectors: Sequence[str], out: str | os.PathLike[str], *,
         The content of ``out/results.json``: per detector and seed the metrics (AUROC, AUPRC,
         TPR at 1% FPR, all and per class), and ``summary`` (mean and std over seeds).
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> r = dl.benchmark(["knn", "dcae"], "runs/bench", n_per_class=200)  # doctest: +SKIP
         >>> r["summary"]["dcae"]["auroc"]["all"]["mean"]  # doctest: +SKIP

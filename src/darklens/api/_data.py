@@ -33,7 +33,7 @@ def simulate(preset: str, n_per_class: int, seed: int = 0, *,
     Returns:
         The images (N, 1, H, W) float32, labels, per-image metadata and provenance.
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> d = dl.simulate("demo", 2, seed=0, n_pix=32)
         >>> d.images.shape, d.class_names
@@ -73,7 +73,7 @@ def load(path: str | os.PathLike[str], classes: Sequence[str] | None = None) -> 
     Raises:
         DataError: the path does not exist, holds nothing usable, or a file in it is bad.
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> d = dl.load("data/m2")  # doctest: +SKIP
     """

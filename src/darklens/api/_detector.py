@@ -46,11 +46,8 @@ class Detector:
         options: detector options (e.g. ``latent_dim``), as ``darklens train --config``.
         train_options: training options (``TrainConfig`` fields such as ``epochs``, ``lr``).
         module: the trained ``torch.nn.Module`` (None before ``fit``).
-        split: after ``fit`` on a LensData, the indices of its training, validation and
-            held-out test images (the test part is what may be scored fairly).
-        result: after ``fit``, the training history and how it ended.
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> d = dl.simulate("demo", 20, seed=0, n_pix=32)
         >>> m = dl.create_detector("dcae", latent_dim=8).fit(d, epochs=1, test_fraction=0.2)
@@ -64,8 +61,8 @@ class Detector:
         self.options = {k: v for k, v in options.items() if k not in TRAIN_KEYS}
         self.train_options = {k: v for k, v in options.items() if k in TRAIN_KEYS}
         self.module: DetectorModule | None = None
-        self.split: Split | None = None
-        self.result: TrainResult | None = None
+        self._split: Split | None = None
+        self._result: TrainResult | None = None
         self._normaliser = Normaliser("none")
         self._transform: ResidualInput | None = None
         self._run_dir: Path | None = None
@@ -154,9 +151,27 @@ class Detector:
         run = train_run(self.name, det_opts, {**self.train_options, **train_options},
                         train_set, det_data.val, image_size=size, in_channels=channels,
                         seed=seed, overrides=overrides, extra=extra, cal_set=cal_set)
-        self.module, self.result, self.split = run.detector, run.result, det_data.split
+        self.module, self._result, self._split = run.detector, run.result, det_data.split
         self._normaliser, self._transform, self._run_dir = det_data.normaliser, None, run_dir
         return self
+
+    @property
+    def split(self) -> Split:
+        """The indices (``train``, ``val``, ``test``) into the data of the last ``fit``: the
+        training part (calibration normals included), the validation part and the held-out
+        test part, the images that may be scored fairly (``darklens train``'s split)."""
+        if self._split is None:
+            raise DarklensError(f"detector {self.name} has no split: it was not fitted here")
+        return self._split
+
+    @property
+    def result(self) -> TrainResult:
+        """How the last ``fit`` went: ``history`` (one row per epoch), ``epochs_run``,
+        ``best_epoch``, ``stopped_early``, ``seconds``."""
+        if self._result is None:
+            raise DarklensError(f"detector {self.name} has no training result: it was not "
+                                "fitted here")
+        return self._result
 
     def score(self, images: ImagesLike | LensData, *, batch_size: int = 256,
               device: str = "cpu") -> npt.NDArray[np.float64]:
@@ -238,7 +253,7 @@ def create_detector(name: str, **options: Any) -> Detector:
     Returns:
         The detector; an unknown name is a one-line ``DarklensError``.
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> dl.create_detector("dcae", latent_dim=16)
         Detector('dcae', untrained)

@@ -37,7 +37,7 @@ def fit_smooth_lens(images: ImagesLike | LensData,
         Per image: physical parameters, the model image, the normalised residual, the
         reduced chi-square and whether the fit converged (numpy arrays, first axis the image).
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> d = dl.simulate("demo", 1, seed=0, classes=["no_sub"])
         >>> fit = dl.fit_smooth_lens(d, options={"iterations": 5})  # doctest: +SKIP

@@ -39,7 +39,7 @@ class Regressor:
         info: after ``fit`` or ``load``, the run description (regression.json): split sizes,
             target standardisation, training prior, members' training.
 
-    Example:
+    Examples:
         >>> import darklens as dl
         >>> d = dl.simulate("demo", 40, seed=0, classes=["vortex"], n_pix=32)
         >>> r = dl.Regressor("log10_axion_mass", epochs=1).fit(d)  # doctest: +SKIP
