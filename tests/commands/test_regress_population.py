@@ -12,14 +12,18 @@ from scipy.stats import norm
 from darklens.cli import main
 from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
+from darklens.evaluate.hierarchical import infer_mean_scatter, infer_shared
 from darklens.evaluate.population import (
     infer_population_mean,
-    infer_shared_value,
     lens_log_evidence,
     summed_log_evidence,
 )
 from darklens.evaluate.run_population import prior_std, uninformative_warning
-from darklens.models.regression_persistence import load_regression_run, predict_images
+from darklens.models.regression_persistence import (
+    load_regression_run,
+    predict_images,
+    predict_posteriors,
+)
 from darklens.models.training_prior import TrainingPrior, describe_training_prior, parse_prior
 
 TARGET = "log10_axion_mass"
@@ -47,6 +51,13 @@ def _direct(run_dir, data_dir, tta=True):
     run = load_regression_run(run_dir)
     mean, sigma = predict_images(run, load_dataset(data_dir).images, tta=tta)
     return mean[:, 0].astype(np.float64), sigma[:, 0].astype(np.float64)
+
+
+def _densities(run_dir, data_dir, tta=True):
+    """Per-lens marginal densities on the run's grid, made directly with the library."""
+    run = load_regression_run(run_dir)
+    pred = predict_posteriors(run, load_dataset(data_dir).images, tta=tta, n_samples=8)
+    return run.grids()[0], pred.density[:, 0]
 
 
 def test_run_records_the_exact_training_prior(tiny):
@@ -80,21 +91,27 @@ def test_population_command_writes_json_consistent_with_the_library(tiny, tmp_pa
     assert res["interval_68"][0] < res["estimate"] < res["interval_68"][1]
     assert not list(tmp_path.glob(".*"))  # atomic write: no temp file left
 
-    # the same numbers as population.py on the same predictions, prior divided out
-    mu, sd = _direct(tiny["run"], tiny["pop"])
+    # the same numbers as hierarchical.py on the same per-lens densities, prior divided out
+    assert res["method"].startswith("importance reweighting")
+    grid, dens = _densities(tiny["run"], tiny["pop"])
     prior = TrainingPrior.uniform(-24.0, -22.0)
-    ref = infer_population_mean(mu, sd, prior)
+    ref = infer_mean_scatter(grid, dens, prior).result
     assert res["estimate"] == pytest.approx(ref.mean, abs=1e-6)
     assert res["sigma"] == pytest.approx(ref.std, abs=1e-6)
+    mu, sd = _direct(tiny["run"], tiny["pop"])
     assert res["naive_mean"] == pytest.approx(np.sum(mu / sd**2) / np.sum(sd**-2), abs=1e-6)
+    # Gaussian lenses: close to the closed form of population.py (untruncated population,
+    # flat scatter prior), which differs in those two choices only
+    closed = infer_population_mean(mu, sd, prior)
+    assert abs(res["estimate"] - closed.mean) < 0.5 * closed.std
 
     # one shared value, no TTA, a given Gaussian prior: again as the library computes it
     assert main(["regress", "population", str(tiny["run"]), "--data", str(tiny["pop"]),
                  "--model", "shared", "--no-tta", "--prior", "gaussian:-23.2:0.5", "--out",
                  str(out)]) == 0
     res = json.loads(out.read_text())
-    mu, sd = _direct(tiny["run"], tiny["pop"], tta=False)
-    ref = infer_shared_value(mu, sd, TrainingPrior.gaussian(-23.2, 0.5))
+    grid, dens = _densities(tiny["run"], tiny["pop"], tta=False)
+    ref = infer_shared(grid, dens, TrainingPrior.gaussian(-23.2, 0.5)).result
     assert res["model"] == "shared" and res["tta"] is False
     assert res["prior"] == {"kind": "gaussian", "mean": -23.2, "std": 0.5}
     assert res["estimate"] == pytest.approx(ref.mean, abs=1e-6)

@@ -103,6 +103,27 @@ def test_max_minutes_and_its_old_spelling(axion_dir, tmp_path, capsys):
                       )["config"]["max_minutes"] == 4
 
 
+def test_foreign_folder_trains_evaluates_and_combines(foreign_dir, tmp_path, capsys):
+    """A DeepLense folder whose axion-mass column has another name, with its prior given."""
+    run = tmp_path / "run"
+    assert main(["regress", "train", "--target", "log10_axion_mass_ev", "--data",
+                 str(foreign_dir), "--out", str(run), "--epochs", "2", "--batch-size", "16",
+                 "--posterior", "binned", "--prior", "uniform:-24:-22"]) == 0
+    info = json.loads((run / "regression.json").read_text())
+    assert info["training_prior"]["log10_axion_mass_ev"]["prior"] == {
+        "kind": "uniform", "low": -24.0, "high": -22.0}
+    assert main(["regress", "evaluate", str(run), "--data", str(foreign_dir)]) == 0
+    assert "log10_axion_mass_ev" in json.loads((run / "metrics.json").read_text())["targets"]
+    capsys.readouterr()
+    assert main(["regress", "population", str(run), "--data", str(foreign_dir),
+                 "--out", str(tmp_path / "pop.json")]) == 0
+    res = json.loads((tmp_path / "pop.json").read_text())
+    assert res["target"] == "log10_axion_mass_ev" and res["n_lenses"] == 6  # its test split
+    assert res["constrained"] in (True, False)
+    lo, hi = res["interval_95"]
+    assert -24 <= lo < hi <= -22
+
+
 def _refused(capsys, argv, out_dir, *phrases):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

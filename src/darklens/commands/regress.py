@@ -348,15 +348,28 @@ def run_predict(args: argparse.Namespace) -> int:
 def population_table(res: dict) -> str:
     """The short table ``darklens regress population`` prints."""
     lo, hi = res["interval_68"]
+    lo95, hi95 = res["interval_95"]
     rows = [("target", f"{res['target']} ({res['model']})"),
-            ("N lenses", str(res["n_lenses"])),
-            ("estimate", f"{res['estimate']:.4g} +- {res['sigma']:.2g}  "
-                         f"(68%: [{lo:.4g}, {hi:.4g}])")]
+            ("N lenses", str(res["n_lenses"]))]
+    if res.get("constrained") is False:
+        limit = res.get("limit") or {}
+        bound = (f"; {res['target']} > {limit['lower']:.4g}" if "lower" in limit else
+                 f"; {res['target']} < {limit['upper']:.4g}" if "upper" in limit else "")
+        rows.append(("estimate", f"not constrained: 95% interval [{lo95:.4g}, {hi95:.4g}]"
+                                 f"{bound} (95%)"))
+    else:
+        rows.append(("estimate", f"{res['estimate']:.4g} +- {res['sigma']:.2g}  "
+                                 f"(68%: [{lo:.4g}, {hi:.4g}]; 95%: [{lo95:.4g}, {hi95:.4g}])"))
+    if res.get("scatter_posterior"):
+        sc = res["scatter_posterior"]
+        rows.append(("scatter", f"{sc['mean']:.3g}  (68%: [{sc['interval_68'][0]:.3g}, "
+                                f"{sc['interval_68'][1]:.3g}])"))
     if res["true_mean"] is not None:
         rows += [("true mean", f"{res['true_mean']:.4g}"), ("pull", f"{res['pull']:+.2f}")]
     rows += [("naive", f"{res['naive_mean']:.4g} +- {res['naive_sigma']:.2g}  "
                        "(per-lens results multiplied, prior not divided out)"),
-             ("prior", res["prior_source"]), ("images", res["used"])]
+             ("prior", res["prior_source"]), ("method", res["method"]),
+             ("images", res["used"])]
     return "\n".join(f"{k:<10} {v}" for k, v in rows) + "\n"
 
 

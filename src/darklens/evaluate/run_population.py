@@ -3,12 +3,18 @@
 ``population_of_run(run_dir, data_path)`` predicts every image of the data that belongs to the
 run's classes (with the run's ensemble and, unless ``tta=False``, 8-fold test-time
 augmentation), then combines the N per-lens Gaussians into one population quantity with
-``darklens.evaluate.population``, dividing out the training prior recorded in the run
-(``run_training_prior``):
+``darklens.evaluate.hierarchical`` (each lens's posterior density on the run's grid over the
+target's support, whatever its shape, reweighted by the training prior recorded in the run,
+``run_training_prior``; runs without a support: the Gaussian closed forms of
+``darklens.evaluate.population``):
 
-- ``model="mean"`` (default): the mean m of a Gaussian population y_i ~ N(m, tau^2), the
-  scatter tau marginalised (or fixed with ``scatter``) — e.g. the mean substructure fraction;
+- ``model="mean"`` (default): the location m of a Gaussian population y_i ~ N(m, tau^2)
+  (truncated to the support), the scatter tau marginalised (or fixed with ``scatter``) —
+  e.g. the mean substructure fraction;
 - ``model="shared"``: one value shared by every lens — e.g. one axion mass.
+
+The result says whether the data constrain the answer (``constrained``; else "not
+constrained" with the 95% interval, or a one-sided ``limit``).
 
 If the data are the run's training data (same fingerprint), only its held-out test images are
 used, as in ``darklens regress evaluate``. Where the data carry the target for every lens used,
@@ -30,6 +36,7 @@ from darklens.data.formats import UNLABELLED, load_dataset
 from darklens.data.lensdata import LensData
 from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
+from darklens.evaluate.hierarchical import infer_mean_scatter, infer_shared
 from darklens.evaluate.population import infer_population_mean, infer_shared_value
 from darklens.models.regression_persistence import (
     RUN_JSON,
@@ -37,6 +44,7 @@ from darklens.models.regression_persistence import (
     is_training_data,
     load_regression_run,
     predict_images,
+    predict_posteriors,
     read_split,
 )
 from darklens.models.training_prior import TrainingPrior, describe_training_prior
@@ -190,13 +198,29 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
     data = load_dataset(data_path)
     idx, used = population_images(run, run_dir, data, data_path)
     j = run.targets.index(target)
-    mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device)
-    mu, sd = mean[:, j].astype(np.float64), sigma[:, j].astype(np.float64)
+    grids = run.grids()
+    method = "gaussian closed form (run without a target support)"
     try:
-        if model == "shared":
-            res = infer_shared_value(mu, sd, prior, parameter=target)
+        if grids is not None:  # any posterior shape: reweighting on the density grid
+            pred = predict_posteriors(run, data.images[idx], tta=tta, n_samples=8,
+                                      device=device)
+            mu, sd = pred.mean[:, j], np.sqrt(pred.var[:, j])
+            method = "importance reweighting of the per-lens densities on a grid"
+            if model == "shared":
+                hres = infer_shared(grids[j], pred.density[:, j], prior, parameter=target)
+            else:
+                hres = infer_mean_scatter(grids[j], pred.density[:, j], prior,
+                                          scatter=scatter, parameter=target)
+            res, verdict = hres.result, hres.to_dict()
         else:
-            res = infer_population_mean(mu, sd, prior, scatter=scatter, parameter=target)
+            mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device)
+            mu, sd = mean[:, j].astype(np.float64), sigma[:, j].astype(np.float64)
+            if model == "shared":
+                res = infer_shared_value(mu, sd, prior, parameter=target)
+            else:
+                res = infer_population_mean(mu, sd, prior, scatter=scatter, parameter=target)
+            verdict = {"constrained": None, "contraction": None, "limit": None,
+                       "scatter": None}
     except ValueError as err:
         raise CheckpointError(f"{run_dir}: cannot combine its predictions of {target}: {err}"
                               ) from None
@@ -218,6 +242,8 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
         else None,
         "naive_mean": float(np.sum(w * mu) / w.sum()), "naive_sigma": float(w.sum() ** -0.5),
         "mean_lens_sigma": float(sd.mean()),
+        "constrained": verdict["constrained"], "contraction": verdict["contraction"],
+        "limit": verdict["limit"], "scatter_posterior": verdict["scatter"], "method": method,
         "prior": prior.to_dict(), "prior_source": prior_source,
         "warning": uninformative_warning(sd, prior, target),
         "used": used, "tta": tta, "ensemble": len(run.models),
