@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,19 @@ def test_score_checks_the_image_size(trained):
         trained.score(np.zeros((2, 1, 64, 64), dtype=np.float32))
     with pytest.raises(dl.DarklensError, match="expected"):
         trained.score(np.zeros((2, 1, 1, 32, 32)))
+
+
+def test_darklens_evaluate_scores_the_held_out_split_of_a_python_run(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    assert main(["simulate", "--preset", "demo", "--n-per-class", "12", "--set", "n_pix=32",
+                 "--out", str(tmp_path / "data")]) == 0
+    data = dl.load(tmp_path / "data")
+    m = dl.create_detector("knn").fit(data, test_fraction=0.2)
+    run = m.save(tmp_path / "run")
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "data")]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = data.select(m.split.test)
+    assert metrics["test_set"]["n"] == len(test)
+    expected = roc_auc_score(test.labels != 0, m.score(test))
+    assert metrics["auroc"]["all"] == pytest.approx(expected)
