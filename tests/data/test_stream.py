@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset, save_npy, write_deeplense_folder, write_shard
-from darklens.data.stream import BadInput, ImageBatch, count_images, stream_images
+from darklens.data.stream import BadInput, ImageBatch, count_images, scan_images, stream_images
 from darklens.errors import DataError
 from toy_lenses import toy_lensdata
 
@@ -38,6 +39,9 @@ def test_same_images_and_order_as_load_dataset(tmp_path, layout):
     assert count_images(tmp_path) == len(loaded) == len(names)
     if layout != "shards":
         assert names == loaded.attrs["files"]
+    found = scan_images(tmp_path, batch_size=3)  # evaluate's first pass
+    assert found.fingerprint == fingerprint(loaded) and found.names == names
+    np.testing.assert_array_equal(found.labels, loaded.labels)
 
 
 def test_bad_files_skip_or_stop(tmp_path):

@@ -73,7 +73,9 @@ def test_train_evaluate_score_on_residual_maps(shards, residual_run, capsys):
     assert main(["evaluate", str(run), "--data", str(shards)]) == 0
     printed = capsys.readouterr()
     assert "held-out test part" in printed.out  # the fingerprint found the training data
-    assert printed.err == ""  # no progress bar when stderr is not a terminal
+    # not a terminal: no bar redraws, only the one line of the scoring stage
+    assert "\r" not in printed.err and printed.err.startswith("evaluating: ")
+    assert len(printed.err.splitlines()) == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_set"]["n"] == config["split"]["n_test"]
     assert np.isfinite(metrics["auroc"]["all"])

@@ -1,5 +1,8 @@
 """`darklens evaluate RUN --data DIR`: AUROC, AUPRC and TPR at 1% FPR on held-out images.
 
+DIR is read twice, a batch at a time, never whole (memory stays flat with the number of
+images): once for its labels and the data fingerprint, once to score the chosen images.
+
 Which images: if DIR holds the very data the run was trained on (same fingerprint), the test
 part of the run's split (normal images never trained on or validated on, plus the test share
 of the anomalies, all from the seed recorded in the run); otherwise every labelled image in
@@ -24,19 +27,20 @@ import io
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from darklens.data.dataset import Normaliser
 from darklens.data.fingerprint import fingerprint
-from darklens.data.formats import load_dataset
+from darklens.data.stream import ImageBatch, scan_images, stream_images
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
 from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.persistence import load_run, read_run_config
 from darklens.models.scoring import score_all_images, score_images
-from darklens.progress import is_terminal
+from darklens.progress import progress_bar
 from darklens.train.data import detection_split
 
 MAX_RECORDED = 50  # not-scored images listed in metrics.json
@@ -52,11 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def evaluation_indices(config: dict, data) -> tuple[np.ndarray, str]:
-    """Indices to evaluate on and a sentence saying which they are."""
+def evaluation_indices(config: dict, data, fp: str | None = None) -> tuple[np.ndarray, str]:
+    """Indices to evaluate on and a sentence saying which they are. ``data`` needs only
+    ``labels`` and ``class_names``; ``fp``: its fingerprint (computed from ``data`` if None)."""
     labelled = np.flatnonzero(data.labels >= 0)
     trained = config.get("data", {})
-    if trained.get("fingerprint") and trained["fingerprint"] == fingerprint(data):
+    if fp is None and trained.get("fingerprint"):
+        fp = fingerprint(data)
+    if trained.get("fingerprint") and trained["fingerprint"] == fp:
         sp = config["split"]
         split = detection_split(data, config.get("normal", "no_sub"), sp["seed"],
                                 sp["val_fraction"], sp["test_fraction"])
@@ -69,21 +76,44 @@ def run(args: argparse.Namespace) -> int:
     config = read_run_config(args.run)
     detector = load_run(args.run)
     transform = load_for_run(args.run, config)  # None: the run learned on raw images
-    data = load_dataset(args.data)
-    size = tuple(data.images.shape[1:])
     want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
-    if None not in want and size != want:
-        raise DataError(f"{args.data}: images are {size}, the run was trained on {want}")
-    idx, which = evaluation_indices(config, data)
+    shape = None if None in want else want
+    # pass 1 (images read, not kept): labels, names and the fingerprint that says whether
+    # these are the training data
+    found = scan_images(args.data, args.batch_size, shape)
+    data = SimpleNamespace(labels=found.labels, class_names=found.class_names)
+    if not len(found.labels):
+        raise DataError(f"{args.data}: no images")
+    idx, which = evaluation_indices(config, data, found.fingerprint)
     normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
-    images = data.images[idx]
-    if transform is not None:
-        images = transform(images, progress=is_terminal())
-    scores = score_images(detector, normaliser(images), args.batch_size, args.device)
-    if transform is not None:
-        scores[~transform.fitted] = np.nan
+    # pass 2: score the chosen images a batch at a time
+    wanted = np.zeros(len(found.labels), dtype=bool)
+    wanted[idx] = True
+    parts: list[np.ndarray] = []
+    every_parts: list[dict[str, np.ndarray]] = []
+    pos = 0
+    with progress_bar(total=len(idx), desc="evaluating", unit="images") as bar:
+        for batch in stream_images(args.data, args.batch_size, shape, on_bad="stop"):
+            assert isinstance(batch, ImageBatch)
+            keep = wanted[pos:pos + len(batch.names)]
+            pos += len(batch.names)
+            if not keep.any():
+                continue
+            images = batch.images[keep]
+            if transform is not None:
+                images = transform(images, progress=False)
+            x = normaliser(images)
+            s = score_images(detector, x, args.batch_size, args.device)
+            if transform is not None:
+                s[~transform.fitted] = np.nan
+            parts.append(s)
+            every = score_all_images(detector, x, args.batch_size, args.device)
+            if every:
+                every_parts.append(every)
+            bar.update(int(keep.sum()))
+    scores = np.concatenate(parts) if parts else np.zeros(0)
     bad = np.isnan(scores)
-    not_scored = not_scored_record(idx[bad], data) if bad.any() else None
+    not_scored = not_scored_record(idx[bad], found.names) if bad.any() else None
     if bad.any():
         named = [f"{int(i)} ({_class(data, int(i))})" for i in idx[bad]]
         why = "the smooth-lens fit of the residual input failed" if transform is not None \
@@ -102,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: cannot evaluate: {err}") from err
     metrics["test_set"] = {"data": str(Path(args.data).resolve()), "images": which,
                            "n": int(len(idx))}
-    every = _every_score(detector, normaliser(images), ~bad, labels, data.class_names, normal,
-                         args)
+    every = _every_score(every_parts, ~bad, labels, data.class_names, normal)
     if every:
         metrics["every_score"] = every
     if not_scored is not None:
@@ -127,29 +156,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _every_score(detector, images: np.ndarray, keep: np.ndarray, labels: np.ndarray,
-                 class_names, normal: str, args: argparse.Namespace) -> dict | None:
-    """AUROC of every score of a detector that has several (metrics.json ``every_score``)."""
-    scores = score_all_images(detector, images, args.batch_size, args.device)
-    if not scores:
+def _every_score(parts: list[dict[str, np.ndarray]], keep: np.ndarray, labels: np.ndarray,
+                 class_names, normal: str) -> dict | None:
+    """AUROC of every score of a detector that has several (metrics.json ``every_score``),
+    from the per-batch ``score_all`` results ``parts``."""
+    if not parts:
         return None
     out = {}
-    for name, s in scores.items():
-        s = s[keep]
+    for name in parts[0]:
+        s = np.concatenate([p[name] for p in parts])[keep]
         out[name] = (anomaly_metrics(s, labels, class_names, normal)["auroc"]
                      if np.isfinite(s).all() else None)
     return out
 
 
-def not_scored_record(where: np.ndarray, data) -> dict:
+def not_scored_record(where: np.ndarray, names: list[str] | None = None) -> dict:
     """metrics.json's record of the images (data indices ``where``) whose score is NaN (a
     detector that could not fit them, e.g. residual-chi2): their number, the first
     ``MAX_RECORDED`` indices and, where the data set has one file per image, their files."""
     first = [int(i) for i in where[:MAX_RECORDED]]
     record: dict = {"n": int(len(where)), "images": first}
-    files = data.attrs.get("files")
-    if files is not None and len(files) == len(data):
-        record["files"] = [str(files[i]) for i in first]
+    if names is not None and all(not n.endswith("]") for n in names[:1]):
+        record["files"] = [str(names[i]) for i in first]
     return record
 
 

@@ -16,6 +16,7 @@ read), for a progress bar.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,3 +197,33 @@ def _read_one_by_one(f: h5py.File, lo: int, hi: int, image_shape: tuple[int, ...
         except (OSError, KeyError, ValueError, TypeError):
             continue  # reported by the caller as unreadable
     return block, ok
+
+
+@dataclass
+class Scan:
+    """What one streaming pass learns of a data set without keeping its images."""
+
+    labels: np.ndarray  # int64, one per image, in order
+    class_names: tuple[str, ...]
+    names: list[str]
+    fingerprint: str  # as darklens.data.fingerprint.fingerprint of the loaded data
+
+
+def scan_images(path: str | os.PathLike, batch_size: int = 256,
+                shape: tuple[int, ...] | None = None) -> Scan:
+    """Labels, names and the data fingerprint of ``path`` in one bounded-memory pass: the
+    SHA-256 of the float32 images then the int64 labels, fed the same bytes in the same order
+    as ``fingerprint(load_dataset(path))``. Any bad file is a ``DataError``."""
+    h = hashlib.sha256()
+    labels: list[np.ndarray] = []
+    names: list[str] = []
+    class_names: tuple[str, ...] = CLASSES
+    for batch in stream_images(path, batch_size, shape, on_bad="stop"):
+        assert isinstance(batch, ImageBatch)  # on_bad="stop" raises instead
+        h.update(np.ascontiguousarray(batch.images, dtype=np.float32).tobytes())
+        labels.append(batch.labels)
+        names.extend(batch.names)
+        class_names = batch.class_names
+    all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    h.update(np.ascontiguousarray(all_labels, dtype=np.int64).tobytes())
+    return Scan(all_labels, tuple(class_names), names, h.hexdigest())
