@@ -117,25 +117,12 @@ def _col(t: Tensor, i: int) -> Tensor:
 
 
 def lens_columns(p: dict[str, Tensor]) -> Tensor:
-    """Per-image SIE + shear constants (B, 9), float64: centre, cos/sin, q^2, e, b, gamma."""
-    q = p["lens_q"]
-    e = torch.sqrt(torch.clamp(1.0 - q * q, min=1e-8))
+    """Per-image SIE + shear constants (B, 9), float64: ``physics.sie_constants`` (centre,
+    cos/sin, q^2, e, b), then gamma1, gamma2."""
     g1, g2 = physics.shear_components(p["shear_gamma"], p["shear_angle"])
-    phi = p["lens_phi"]
-    return torch.stack(
-        [
-            p["lens_center_x"],
-            p["lens_center_y"],
-            torch.cos(phi),
-            torch.sin(phi),
-            q * q,
-            e,
-            p["theta_e"] * torch.sqrt(q) / e,
-            g1,
-            g2,
-        ],
-        1,
-    )
+    sie = physics.sie_constants(p["theta_e"], p["lens_q"], p["lens_phi"], p["lens_center_x"],
+                                p["lens_center_y"])
+    return torch.stack([*sie, g1, g2], 1)
 
 
 def sersic_columns(
@@ -208,7 +195,7 @@ def _surface_brightness(
     if use_tnfw:
         # tnfw (5, S, B): x, y, r_s, alpha_rs (0 for padding), r_trunc
         tx, ty, rs, alpha_rs, rt = (tnfw[i].t()[..., None, None] for i in range(5))
-        dax, day = physics.tnfw_deflection(xs, ys, rs, alpha_rs, rt, tx, ty)
+        dax, day = physics.tnfw_at(xs - tx, ys - ty, rs, alpha_rs, rt)
         ax = ax + dax.sum(1)
         ay = ay + day.sum(1)
     if use_line:

@@ -15,6 +15,8 @@ Conventions follow lenstronomy so that the two can be compared term by term:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -44,10 +46,17 @@ def sie_deflection(
     (Kormann et al. 1994; Keeton & Kochanek 1998). ``theta_e`` is the product-averaged Einstein
     radius, so a circular lens of the same ``theta_e`` has its ring there.
     """
+    cx, cy, *consts = sie_constants(theta_e, q, phi, center_x, center_y)
+    return sie_deflection_at(x - cx, y - cy, *consts)
+
+
+def sie_constants(theta_e: Tensor, q: Tensor, phi: Tensor, center_x: Tensor,
+                  center_y: Tensor) -> tuple[Tensor, ...]:
+    """Per-image SIE constants: centre, cos/sin phi, q^2, e = sqrt(1 - q^2), b (see
+    ``sie_deflection_at``)."""
     # sqrt(1 - q^2) is floored so that q -> 1 takes the SIS limit smoothly (atan(e a)/e -> a).
     e = torch.sqrt(torch.clamp(1.0 - q * q, min=1e-8))
-    return sie_deflection_at(x - center_x, y - center_y, torch.cos(phi), torch.sin(phi), q * q, e,
-                             theta_e * torch.sqrt(q) / e)
+    return center_x, center_y, torch.cos(phi), torch.sin(phi), q * q, e, theta_e * torch.sqrt(q) / e
 
 
 def sie_deflection_at(dx: Tensor, dy: Tensor, cos_phi: Tensor, sin_phi: Tensor, q2: Tensor,
@@ -83,7 +92,14 @@ def point_mass_deflection(
     x: Tensor, y: Tensor, theta_e: Tensor, center_x: Tensor, center_y: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Deflection of a point mass: ``theta_e**2 / r`` pointing away from the mass."""
-    return point_mass_at(x - center_x, y - center_y, theta_e * theta_e)
+    cx, cy, theta_e2 = point_mass_constants(theta_e, center_x, center_y)
+    return point_mass_at(x - cx, y - cy, theta_e2)
+
+
+def point_mass_constants(theta_e: Tensor, center_x: Tensor,
+                         center_y: Tensor) -> tuple[Tensor, ...]:
+    """Per-mass constants: position and theta_e^2 (see ``point_mass_at``)."""
+    return center_x, center_y, theta_e * theta_e
 
 
 def point_mass_at(dx: Tensor, dy: Tensor, theta_e2: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,7 +159,18 @@ def tnfw_deflection(
     ``rs`` is the scale radius, ``alpha_rs`` the deflection an untruncated NFW would have at
     ``rs``, ``r_trunc`` the truncation radius (all arcsec), as in lenstronomy's ``TNFW``.
     """
-    dx, dy = x - center_x, y - center_y
+    return tnfw_at(x - center_x, y - center_y, rs, alpha_rs, r_trunc)
+
+
+def tnfw_constants(rs: Tensor, alpha_rs: Tensor, r_trunc: Tensor, center_x: Tensor,
+                   center_y: Tensor) -> tuple[Tensor, ...]:
+    """Per-halo constants: position, then ``rs, alpha_rs, r_trunc`` as drawn (see ``tnfw_at``)."""
+    return center_x, center_y, rs, alpha_rs, r_trunc
+
+
+def tnfw_at(dx: Tensor, dy: Tensor, rs: Tensor, alpha_rs: Tensor,
+            r_trunc: Tensor) -> tuple[Tensor, Tensor]:
+    """The truncated-NFW formula of both simulator paths, at offsets ``dx, dy`` from the halo."""
     r = torch.sqrt(dx * dx + dy * dy)
     r = torch.maximum(r, 1e-3 * rs)
     xs = torch.clamp(r / rs, min=1e-3)
@@ -187,9 +214,17 @@ def line_mass_deflection(
     (With a dimensionless line density lambda, alpha = (1/pi) int kappa ..., L = lambda / pi,
     which gives the 1/(2 pi) and 1/pi factors often quoted.)
     """
+    sx, sy, *consts = line_mass_constants(theta_e, length, angle, center_x, center_y)
+    return line_mass_at(x - sx, y - sy, *consts)
+
+
+def line_mass_constants(theta_e: Tensor, length: Tensor, angle: Tensor, center_x: Tensor,
+                        center_y: Tensor) -> tuple[Tensor, ...]:
+    """Per-segment constants: its start, cos/sin of its direction, its length and density
+    ``theta_e^2 / length`` (see ``line_mass_at``)."""
     c, s = torch.cos(angle), torch.sin(angle)
-    return line_mass_at(x - (center_x - 0.5 * length * c), y - (center_y - 0.5 * length * s), c, s,
-                        length, theta_e * theta_e / length)
+    return (center_x - 0.5 * length * c, center_y - 0.5 * length * s, c, s, length,
+            theta_e * theta_e / length)
 
 
 def line_mass_at(dx: Tensor, dy: Tensor, cos_a: Tensor, sin_a: Tensor, length: Tensor,
@@ -204,6 +239,40 @@ def line_mass_at(dx: Tensor, dy: Tensor, cos_a: Tensor, sin_a: Tensor, length: T
     a_u = 0.5 * lam * torch.log(r0 / r1)
     a_v = lam * torch.atan2(length * v, v * v + u * (u - length))
     return a_u * cos_a - a_v * sin_a, a_u * sin_a + a_v * cos_a
+
+
+@dataclass(frozen=True)
+class MassProfile:
+    """One mass profile as both simulator paths run it (docs/architecture.md).
+
+    ``deflection(x, y, *params)``: the eager form on drawn parameters; ``constants(*params)``:
+    the per-image constants the compiled renderer tabulates, reference point first;
+    ``at(dx, dy, *constants[2:])``: the formula the compiled graph runs at offsets from that
+    point. ``params``: each parameter's name and a plausible range (arcsec, radians), for tests.
+    """
+
+    deflection: Callable[..., tuple[Tensor, Tensor]]
+    constants: Callable[..., tuple[Tensor, ...]]
+    at: Callable[..., tuple[Tensor, Tensor]]
+    params: tuple[tuple[str, float, float], ...]
+
+
+_CENTRE = (("center_x", -1.0, 1.0), ("center_y", -1.0, 1.0))
+#: Every mass profile, by name. A new one: its ``*_at`` formula and ``*_constants`` here, one
+#: line below, then its slot in the eager ``render._deflection`` and the compiled
+#: ``compiled._surface_brightness`` (``tests/simulate/test_profiles.py`` checks them all).
+MASS_PROFILES: dict[str, MassProfile] = {
+    "sie": MassProfile(sie_deflection, sie_constants, sie_deflection_at,
+                       (("theta_e", 0.5, 2.0), ("q", 0.3, 1.0), ("phi", 0.0, math.pi), *_CENTRE)),
+    "point": MassProfile(point_mass_deflection, point_mass_constants, point_mass_at,
+                         (("theta_e", 0.01, 0.3), *_CENTRE)),
+    "tnfw": MassProfile(tnfw_deflection, tnfw_constants, tnfw_at,
+                        (("rs", 0.05, 0.5), ("alpha_rs", 0.001, 0.05), ("r_trunc", 0.5, 5.0),
+                         *_CENTRE)),
+    "line": MassProfile(line_mass_deflection, line_mass_constants, line_mass_at,
+                        (("theta_e", 0.05, 0.5), ("length", 0.3, 2.0), ("angle", 0.0, math.pi),
+                         *_CENTRE)),
+}
 
 
 def sersic_b(n: Tensor) -> Tensor:

@@ -159,20 +159,16 @@ def _render_compiled(preset: Preset, p: dict[str, Tensor], substructure: bool) -
             tnfw = torch.stack(cols).transpose(1, 2)  # (5, S, B)
         else:
             theta = torch.where(mask, torch.nan_to_num(p["sub_theta_e"]), 0.0)
-            points.append(
-                (torch.nan_to_num(p["sub_x"]), torch.nan_to_num(p["sub_y"]), theta * theta)
-            )
+            points.append(physics.point_mass_constants(
+                theta, torch.nan_to_num(p["sub_x"]), torch.nan_to_num(p["sub_y"])))
     has_vortex = p["vortex_theta_e"] > 0
     if substructure and bool(has_vortex.any()):
         te = torch.where(has_vortex, p["vortex_theta_e"], 0.0)
         c, s = torch.cos(p["vortex_angle"]), torch.sin(p["vortex_angle"])
         length = p["vortex_length"].clamp_min(1e-6)
         if preset.vortex_profile == "line":
-            line = torch.stack(
-                [p["vortex_x"] - 0.5 * length * c, p["vortex_y"] - 0.5 * length * s, c, s,
-                 length, te * te / length],
-                1,
-            )
+            line = torch.stack(physics.line_mass_constants(
+                te, length, p["vortex_angle"], p["vortex_x"], p["vortex_y"]), 1)
         elif preset.vortex_profile == "points":
             k = preset.vortex_points
             frac = (torch.arange(k, dtype=torch.float64) / max(k - 1, 1) - 0.5).view(1, -1)
