@@ -1,4 +1,4 @@
-"""Peak memory of `darklens train` on N and 4N images from HDF5 shards: streamed vs loaded.
+"""Peak memory of `darklens train`, `evaluate` and `score` on N and factor*N images.
 
 Writes synthetic lens-like images (Gaussian rings plus noise; a blob for the anomalous
 classes; the content does not matter for memory) as shards of 1000 images, then for each data
@@ -10,11 +10,16 @@ size runs `darklens train` in a child process and reads that child's peak reside
 - ``loaded``: the same command with the former behaviour, the whole data set loaded into
   memory first (``load_dataset``), for comparison.
 
-Prints a table and writes JSON. The growth from N to 4N of the streamed runs should stay
-within the cache (plus ~40 bytes of labels and statistics per image), while the loaded runs
-grow with the data.
+Then (``--commands``) `darklens evaluate` and `darklens score` of the run trained on the
+smaller set, on each data set in a child process: both stream their inputs a batch at a time
+(:mod:`darklens.data.stream`), so their peak RSS should not grow with the data beyond a few
+bytes per image (labels, names, scores).
 
-    python benchmarks/memory.py --n 2000 --size 64 --epochs 1 --cache-mb 32 \\
+Prints a table and writes JSON. The growth from N to factor*N of the streamed runs should
+stay within the cache (plus ~40 bytes of labels and statistics per image), while the loaded
+runs grow with the data.
+
+    python benchmarks/memory.py --n 2000 --factor 10 --size 64 --epochs 1 --cache-mb 32 \\
         --out benchmarks/results/memory.json
 """
 
@@ -79,6 +84,15 @@ def peak_rss(cmd: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024.0, seconds, proc.returncode  # ru_maxrss is KiB on Linux
 
 
+def _row(command: str, mode: str, n: int, args: argparse.Namespace, rss: float,
+         seconds: float) -> dict:
+    row = {"command": command, "mode": mode, "n_images": n,
+           "data_mib": n * args.size**2 * 4 / 2**20, "peak_rss_mib": rss, "seconds": seconds}
+    print(f"{command:>8} {mode:>8}  N={n:>6}  data {row['data_mib']:7.1f} MiB  "
+          f"peak RSS {rss:8.1f} MiB  {seconds:6.1f} s", flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=2000, help="images in the smaller data set")
@@ -90,18 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-mb", type=float, default=32.0)
     p.add_argument("--detector", default="dcae")
     p.add_argument("--config", default='{"latent_dim": 32}', help="detector options (JSON)")
-    p.add_argument("--modes", default="streamed,loaded")
+    p.add_argument("--modes", default="streamed,loaded", help="of `darklens train`")
+    p.add_argument("--commands", default="train,evaluate,score",
+                   help="which commands to measure (evaluate and score stream only)")
     p.add_argument("--workdir", help="where to write shards and runs (default: a temp dir)")
     p.add_argument("--out", help="JSON results file")
     args = p.parse_args(argv)
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    commands = [c.strip() for c in args.commands.split(",") if c.strip()]
+    if "train" not in commands:
+        modes = ["streamed"]  # the run that evaluate and score use is still trained
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
-        for n in (args.n, args.factor * args.n):
+        sizes = (args.n, args.factor * args.n)
+        for n in sizes:
+            synthetic_shards(root / f"data-{n}", n, args.size, seed=n)
+        for n in sizes:
             data = root / f"data-{n}"
-            synthetic_shards(data, n, args.size, seed=n)
             for mode in modes:
                 run = root / f"run-{n}-{mode}"
                 train = ["train", "--detector", args.detector, "--data", str(data),
@@ -113,33 +134,43 @@ def main(argv: list[str] | None = None) -> int:
                 rss, seconds, code = peak_rss(head + train)
                 if code != 0:
                     raise SystemExit(f"{mode} run on {n} images failed (exit {code})")
-                row = {"mode": mode, "n_images": n, "data_mib": n * args.size**2 * 4 / 2**20,
-                       "peak_rss_mib": rss, "seconds": seconds}
-                rows.append(row)
-                print(f"{mode:>8}  N={n:>6}  data {row['data_mib']:7.1f} MiB  "
-                      f"peak RSS {rss:8.1f} MiB  {seconds:6.1f} s", flush=True)
+                if "train" in commands:
+                    rows.append(_row("train", mode, n, args, rss, seconds))
+        cli = [sys.executable, "-m", "darklens.cli"]
+        run = root / f"run-{args.n}-streamed"  # trained on the smaller set
+        for command in ("evaluate", "score"):
+            if command not in commands:
+                continue
+            for n in sizes:
+                data = root / f"data-{n}"
+                argv = ["evaluate", str(run), "--data", str(data)] if command == "evaluate" \
+                    else ["score", str(run), str(data), "--csv", str(root / f"s-{n}.csv")]
+                rss, seconds, code = peak_rss(cli + argv)
+                if code != 0:
+                    raise SystemExit(f"{command} on {n} images failed (exit {code})")
+                rows.append(_row(command, "streamed", n, args, rss, seconds))
 
     growth = {}
-    for mode in modes:
-        small, large = (r for r in rows if r["mode"] == mode)
-        growth[mode] = large["peak_rss_mib"] - small["peak_rss_mib"]
-    data_growth = rows[-1]["data_mib"] - rows[0]["data_mib"]
     print()
-    print(f"| mode | peak RSS N={args.n} (MiB) | peak RSS N={args.factor * args.n} (MiB) "
-          "| growth (MiB) |")
-    print("|---|---|---|---|")
-    for mode in modes:
-        small, large = (r for r in rows if r["mode"] == mode)
-        print(f"| {mode} | {small['peak_rss_mib']:.0f} | {large['peak_rss_mib']:.0f} "
-              f"| {growth[mode]:+.0f} |")
-    print(f"\nimages grew by {data_growth:.0f} MiB; streamed cache {args.cache_mb:g} MiB")
+    print(f"| command | mode | peak RSS N={args.n} (MiB) | peak RSS N={args.factor * args.n} "
+          "(MiB) | growth (MiB) |")
+    print("|---|---|---|---|---|")
+    for command, mode in dict.fromkeys((r["command"], r["mode"]) for r in rows):
+        small, large = (r for r in rows if r["command"] == command and r["mode"] == mode)
+        growth[f"{command} {mode}"] = large["peak_rss_mib"] - small["peak_rss_mib"]
+        print(f"| {command} | {mode} | {small['peak_rss_mib']:.0f} | "
+              f"{large['peak_rss_mib']:.0f} | {growth[f'{command} {mode}']:+.0f} |")
+    data_growth = (args.factor - 1) * args.n * args.size**2 * 4 / 2**20
+    print(f"\nimages grew by {data_growth:.0f} MiB; streamed training cache {args.cache_mb:g} "
+          "MiB")
     result = {
         "benchmark": "memory", "darklens_version": __version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average": list(os.getloadavg())},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "workdir")},
         "rows": rows, "growth_mib": growth, "data_growth_mib": data_growth,
-        "note": "peak RSS (ru_maxrss) of the `darklens train` child process; the machine is "
+        "note": "peak RSS (ru_maxrss) of each child process; the machine is "
                 "shared with other jobs, so timings are noisy (memory much less so)",
     }
     if args.out:
