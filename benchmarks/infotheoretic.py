@@ -134,10 +134,10 @@ def ablation_runs(groups: tuple[str, ...], views: int = 4,
                         config={"penalty": "l1", "entropy_on": "backbone", "beta": 1.0}))
     if "critic" in groups:
         runs += [Run("critic", "critic=bilinear raw",
-                     config={"critic": "bilinear", "normalize": False}),
+                     config={"critic": "bilinear", "normalise": False}),
                  Run("critic", "critic=bilinear normalised",
-                     config={"critic": "bilinear", "normalize": True}),
-                 Run("critic", "critic=mlp", config={"critic": "mlp", "normalize": True})]
+                     config={"critic": "bilinear", "normalise": True}),
+                 Run("critic", "critic=mlp", config={"critic": "mlp", "normalise": True})]
     if "entropy" in groups:
         runs.append(Run("entropy", "entropy on backbone", config={"entropy_on": "backbone"}))
     if "temperature" in groups:
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [Run("default", "infotheoretic (default)"),
                 Run("default", "infotheoretic (native views x2)", config=NATIVE, views=2),
                 Run("critic", "critic=bilinear raw",
-                    config={"critic": "bilinear", "normalize": False}),
+                    config={"critic": "bilinear", "normalise": False}),
                 Run("semi", "semi: 10 labelled per class", config={"score": "norm"},
                     labelled={"cdm": 10, "vortex": 10}),
                 Run("baselines", "deep-svdd", detector="deep-svdd"),

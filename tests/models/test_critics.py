@@ -20,9 +20,9 @@ ZBAR = torch.randn(4, 5, generator=G) * 3
 
 
 @pytest.mark.parametrize("kind", ["cosine", "bilinear", "mlp", "dot"])
-@pytest.mark.parametrize("normalize", [False, True])
-def test_critic_shape_and_gradient(kind: str, normalize: bool) -> None:
-    critic = make_critic(kind, dim=5, temperature=0.5, normalize=normalize)
+@pytest.mark.parametrize("normalise", [False, True])
+def test_critic_shape_and_gradient(kind: str, normalise: bool) -> None:
+    critic = make_critic(kind, dim=5, temperature=0.5, normalise=normalise)
     z = Z.clone().requires_grad_(True)
     scores = critic(z, ZBAR)
     assert scores.shape == (6, 4)
@@ -44,7 +44,7 @@ def test_cosine_bounded_by_inverse_temperature(temperature: float) -> None:
 
 def test_bilinear_identity_is_dot_product() -> None:
     assert torch.allclose(BilinearCritic(5)(Z, ZBAR), Z @ ZBAR.T)
-    normed = BilinearCritic(5, normalize=True)(Z, ZBAR)
+    normed = BilinearCritic(5, normalise=True)(Z, ZBAR)
     assert torch.allclose(normed, F.normalize(Z, dim=1) @ F.normalize(ZBAR, dim=1).T)
 
 

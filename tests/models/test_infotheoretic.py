@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -107,12 +108,12 @@ def test_entropy_term_acts_where_configured(entropy_on: str, penalty: str) -> No
     assert all(q.grad is not None for q in det.backbone.parameters())
 
 
-@pytest.mark.parametrize("normalize", [True, False])
-def test_critic_sees_normalised_z_while_penalty_sees_raw(normalize: bool) -> None:
-    det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=normalize)
+@pytest.mark.parametrize("normalise", [True, False])
+def test_critic_sees_normalised_z_while_penalty_sees_raw(normalise: bool) -> None:
+    det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalise=normalise)
     p = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
     scaled = det.critic(3 * p, 3 * p)
-    if normalize:
+    if normalise:
         assert torch.allclose(scaled, det.critic(p, p), atol=1e-5)
     else:
         assert torch.allclose(scaled, 9 * det.critic(p, p), atol=1e-4)
@@ -204,7 +205,7 @@ def test_no_collapse_warning_at_small_beta() -> None:
 def test_semi_supervised_pushes_labelled_anomalies_out() -> None:
     aurocs = {}
     for labelled in (True, False):
-        det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=False,
+        det = create_detector("infotheoretic", **SMALL, critic="bilinear", normalise=False,
                               beta=0.1, eta=1.0, score="norm", augment="full")
         if labelled:
             det.set_labelled_anomalies(rings(20, 8, blob=True))
@@ -396,3 +397,21 @@ def test_a_model_saved_before_the_patch_buffers_still_loads(trained: InfoTheoret
     copy.load_state_dict(state)
     x = rings(4, 3)
     assert torch.allclose(copy.eval().score(x), trained.score(x))
+
+
+def test_old_spelling_normalize_still_loads(tmp_path) -> None:
+    """Runs saved with ``normalize`` (before the house spelling) load; new ones save
+    ``normalise`` only."""
+    from darklens.models.persistence import load_run, save_run
+
+    with pytest.warns(DeprecationWarning, match="normalise"):
+        old = create_detector("infotheoretic", **SMALL, critic="bilinear", normalize=False)
+    assert old.config["normalise"] is False and "normalize" not in old.config
+    assert old.critic.normalise is False
+    save_run(tmp_path / "run", old)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["config"]["normalize"] = config["config"].pop("normalise")  # as an older run has it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(DeprecationWarning):
+        loaded = load_run(tmp_path / "run")
+    assert loaded.config["normalise"] is False

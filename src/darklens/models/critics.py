@@ -5,7 +5,7 @@ shape (K, M); the InfoNCE loss uses the square case M = K, and the detector's ``
 uses M = the size of its memory bank. Critics meet the rest only through tensors.
 
 Which critics couple to the entropy bound R(z) = ||z||^2 (or ||z||_1) on the same z: only
-``dot``. A critic that sees z / ||z|| (``cosine``, or any with ``normalize=True``) is blind to
+``dot``. A critic that sees z / ||z|| (``cosine``, or any with ``normalise=True``) is blind to
 the norm, so R can be driven down by shrinking the head's last layer without changing the
 InfoNCE term at all: beta then trades nothing. A critic with a learned weight (``bilinear``
 unnormalised, ``mlp``) can absorb a shrinking z into a growing weight. The dot critic has no
@@ -77,18 +77,18 @@ class DotCritic(_TemperatureCritic):
 class BilinearCritic(nn.Module):
     """f(z, zbar) = z^T W zbar, with W initialised to the identity (the plain dot product).
 
-    With ``normalize=True`` both inputs are scaled to unit length first (then f is bounded by
+    With ``normalise=True`` both inputs are scaled to unit length first (then f is bounded by
     the spectral norm of W); otherwise f sees the raw z, so the entropy penalty and the critic
     pull on the same norm.
     """
 
-    def __init__(self, dim: int, normalize: bool = False) -> None:
+    def __init__(self, dim: int, normalise: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.eye(dim))
-        self.normalize = bool(normalize)
+        self.normalise = bool(normalise)
 
     def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
-        if self.normalize:
+        if self.normalise:
             z, zbar = F.normalize(z, dim=1), F.normalize(zbar, dim=1)
         return z @ self.weight @ zbar.T
 
@@ -100,23 +100,23 @@ class MLPCritic(nn.Module):
     broadcast sum instead of K x M concatenations.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, normalize: bool = False) -> None:
+    def __init__(self, dim: int, hidden: int = 64, normalise: bool = False) -> None:
         super().__init__()
         self.left = nn.Linear(dim, hidden)
         self.right = nn.Linear(dim, hidden, bias=False)
         self.out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
-        self.normalize = bool(normalize)
+        self.normalise = bool(normalise)
 
     def forward(self, z: Tensor, zbar: Tensor) -> Tensor:
-        if self.normalize:
+        if self.normalise:
             z, zbar = F.normalize(z, dim=1), F.normalize(zbar, dim=1)
         pair = self.left(z)[:, None, :] + self.right(zbar)[None, :, :]  # (K, M, hidden)
         return self.out(pair).squeeze(-1)
 
 
 def make_critic(
-    kind: str, dim: int, temperature: float = 0.2, normalize: bool = False, hidden: int = 64
+    kind: str, dim: int, temperature: float = 0.2, normalise: bool = False, hidden: int = 64
 ) -> nn.Module:
     """Build a critic by name: ``"cosine"``, ``"bilinear"``, ``"mlp"`` or ``"dot"``."""
     if kind == "cosine":
@@ -124,9 +124,9 @@ def make_critic(
     if kind == "dot":
         return DotCritic(temperature)
     if kind == "bilinear":
-        return BilinearCritic(dim, normalize=normalize)
+        return BilinearCritic(dim, normalise=normalise)
     if kind == "mlp":
-        return MLPCritic(dim, hidden=hidden, normalize=normalize)
+        return MLPCritic(dim, hidden=hidden, normalise=normalise)
     raise ValueError(f"unknown critic {kind!r}; choose one of {CRITICS}")
 
 

@@ -13,6 +13,7 @@ watch (``collapse.py``) and the anomaly inputs (``anomalies.py``).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -91,7 +92,7 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         temperature: float = 0.1,
         critic_hidden: int = 64,
         entropy_on: str = "projection",
-        normalize: bool = True,
+        normalise: bool = True,
         augment: str = "noise",
         score: str = "auto",
         knn_k: int = 5,
@@ -111,8 +112,14 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         collapse_abs: float = 1e-6,
         collapse_mi: float = 0.02,
         seed: int = 0,
+        normalize: bool | None = None,
     ) -> None:
-        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config = {k: v for k, v in locals().items()
+                  if k not in ("self", "__class__", "normalize")}
+        if normalize is not None:  # the old spelling, kept so that older runs and configs load
+            warnings.warn("infotheoretic: option 'normalize' is deprecated; use 'normalise'",
+                          DeprecationWarning, stacklevel=2)
+            config["normalise"] = normalise = bool(normalize)
         super().__init__(**config)
         if penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
@@ -141,7 +148,7 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
                 if encoder == "spatial" else SmallCNN(in_channels, width, depth, feat_dim))
             self.head = ProjectionHead(feat_dim, proj_dim, hidden=feat_dim)
             self.critic = make_critic(critic, proj_dim, temperature=temperature,
-                                      normalize=normalize, hidden=critic_hidden)
+                                      normalise=normalise, hidden=critic_hidden)
             self.decoder = (_Decoder(feat_dim, image_size, in_channels, width, depth)
                             if recon_weight > 0 else None)
         self.augment = make_augment(augment)
