@@ -19,7 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from darklens.models.base import Detector, register_detector
-from darklens.models.encoders import DeepLenseDecoder, DeepLenseEncoder, reconstruction_error
+from darklens.models.encoders import (
+    DEEPLENSE_TRAIN_DEFAULTS,
+    DeepLenseDecoder,
+    DeepLenseEncoder,
+    reconstruction_error,
+)
 
 
 @register_detector
@@ -28,10 +33,7 @@ class CVAE(Detector):
 
     name = "cvae"
     representation = "encoder mean"
-    train_defaults: ClassVar[dict[str, Any]] = {
-        "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
-        "epochs": 50,
-    }
+    train_defaults: ClassVar[dict[str, Any]] = DEEPLENSE_TRAIN_DEFAULTS
 
     def __init__(self, image_size: int = 64, in_channels: int = 1, latent_dim: int = 1000,
                  beta_kl: float = 0.0, out_activation: str = "tanh"):

@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from darklens.models.base import Detector, register_detector
-from darklens.models.encoders import DeepLenseDecoder, DeepLenseEncoder, reconstruction_error
+from darklens.models.encoders import (
+    DEEPLENSE_TRAIN_DEFAULTS,
+    DeepLenseDecoder,
+    DeepLenseEncoder,
+    reconstruction_error,
+)
 
 
 @register_detector
@@ -24,11 +29,7 @@ class DCAE(Detector):
 
     name = "dcae"
     representation = "encoder"
-    # DeepLense: Adam, lr 2e-3, weight decay 1e-5, one-cycle, batch 100, 50 epochs.
-    train_defaults: ClassVar[dict[str, Any]] = {
-        "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
-        "epochs": 50,
-    }
+    train_defaults: ClassVar[dict[str, Any]] = DEEPLENSE_TRAIN_DEFAULTS
 
     def __init__(self, image_size: int = 64, in_channels: int = 1, latent_dim: int = 1000,
                  out_activation: str = "tanh"):

@@ -26,8 +26,16 @@ way); ``out_activation="sigmoid"`` or ``"none"`` are offered for other input ran
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+#: DeepLense's 2020 training schedule, shared by its baselines here (dcae, cvae, rbm): Adam,
+#: lr 2e-3, weight decay 1e-5, one-cycle, batch 100, 50 epochs. Read-only.
+DEEPLENSE_TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100, "epochs": 50,
+}
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

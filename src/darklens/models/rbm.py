@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from darklens.models.base import Detector, register_detector
+from darklens.models.encoders import DEEPLENSE_TRAIN_DEFAULTS
 
 
 @register_detector
@@ -36,10 +37,7 @@ class RBM(Detector):
 
     name = "rbm"
     representation = "hidden-unit probabilities"
-    train_defaults: ClassVar[dict[str, Any]] = {
-        "lr": 2e-3, "weight_decay": 1e-5, "scheduler": "one-cycle", "batch_size": 100,
-        "epochs": 50,
-    }
+    train_defaults: ClassVar[dict[str, Any]] = DEEPLENSE_TRAIN_DEFAULTS
 
     def __init__(self, image_size: int = 64, in_channels: int = 1, n_hidden: int = 1000,
                  k: int = 1, init_std: float = 0.01, data_init: bool = True,
