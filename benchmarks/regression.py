@@ -31,12 +31,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import norm
 
 from darklens import __version__
-from darklens.evaluate.population import infer_shared_value
+from darklens.data.targets import default_classes
+from darklens.evaluate.calibration import calibration_report
+from darklens.evaluate.hierarchical import infer_mean_scatter
+from darklens.evaluate.identifiability import identifiability
 from darklens.evaluate.regression_metrics import metrics_per_target
+from darklens.evaluate.run_population import prior_std
 from darklens.io import write_json_atomic
-from darklens.models.regression_persistence import load_regression_run, predict_images
+from darklens.models.posterior_heads import POSTERIORS
+from darklens.models.regression_persistence import (
+    load_regression_run,
+    predict_images,
+    predict_posteriors,
+)
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
 from darklens.models.training_prior import TrainingPrior
 from darklens.simulate.presets import get_preset, with_overrides
@@ -70,33 +80,67 @@ def throughput(arch: str, norm: str, batch_size: int, n_pix: int, device: str,
     return steps * batch_size / (time.perf_counter() - t0)
 
 
-def population_check(run, preset, truths: list[float], sizes: list[int], seed: int,
-                     device: str) -> list[dict]:
-    """One axion mass shared by N lenses: simulate them, predict each, combine.
+def draw_populations(truth: np.ndarray, low: float, high: float, sizes: list[int],
+                     n_pop: int, rng: np.random.Generator) -> list[dict]:
+    """Populations whose targets follow a truncated N(m, tau^2) on [low, high], another
+    distribution than the training prior: m uniform in the middle 80% of the range, tau
+    uniform in [0.05, 0.125] of the range. Each population's N true values are drawn exactly,
+    then each is matched to the unused pool lens nearest to it (the pool: test lenses drawn
+    from the training prior), so the lenses' truths follow the population up to the pool's
+    spacing. Returns {n, m, tau, index} per population."""
+    width = high - low
+    pops = []
+    for n in sizes:
+        for _ in range(n_pop):
+            m = rng.uniform(low + 0.1 * width, high - 0.1 * width)
+            tau = rng.uniform(0.05, 0.125) * width
+            a, b = norm.cdf(low, m, tau), norm.cdf(high, m, tau)
+            want = norm.ppf(rng.uniform(a, b, n), m, tau)
+            free = np.ones(truth.size, dtype=bool)
+            idx = []
+            for y in want:
+                cand = np.flatnonzero(free)
+                k = cand[np.argmin(np.abs(truth[cand] - y))]
+                free[k] = False
+                idx.append(k)
+            pops.append({"n": n, "m": float(m), "tau": float(tau), "index": np.array(idx)})
+    return pops
 
-    The training prior (log10 m uniform, from the preset's log-uniform axion-mass prior) is
-    divided out (``infer_shared_value``); the naive inverse-variance mean is shown beside it.
-    """
-    ax = preset.axion_mass
-    if ax.kind != "loguniform":
-        raise SystemExit(f"population check needs a log-uniform axion-mass prior, not {ax.kind}")
-    prior = TrainingPrior.uniform(math.log10(ax.low), math.log10(ax.high))
+
+def population_pulls(pops: list[dict], grid: np.ndarray, density: np.ndarray,
+                     truth: np.ndarray, prior: TrainingPrior, target: str) -> list[dict]:
+    """Infer each population's m (scatter marginalised, prior divided out) and its pull."""
     rows = []
-    for j, truth in enumerate(truths):
-        pop = with_overrides(preset, {"axion_mass": str(10.0**truth)})
-        data = simulate_dataset(pop, max(sizes), seed=seed + 20_000 + j, classes=("vortex",))
-        mean, sigma = predict_images(run, data.images, tta=True, device=device)
-        for n in sizes:
-            mu, sd = mean[:n, 0], sigma[:n, 0]
-            res = infer_shared_value(mu, sd, prior, parameter=TARGET)
-            w = 1 / sd**2
-            naive = float(np.sum(w * mu) / w.sum())
-            lo, hi = res.interval_68
-            rows.append({"truth": truth, "n": n, **res.to_dict(), "naive_mean": naive,
-                         "naive_std": float(1 / np.sqrt(w.sum())),
-                         "in_68": bool(lo <= truth <= hi),
-                         "in_95": bool(res.interval_95[0] <= truth <= res.interval_95[1])})
+    for p in pops:
+        res = infer_mean_scatter(grid, density[p["index"]], prior, parameter=target)
+        r = res.result
+        lo95, hi95 = r.interval_95
+        rows.append({"n": p["n"], "m": p["m"], "tau": p["tau"], "estimate": r.mean,
+                     "sigma": r.std, "pull": (r.mean - p["m"]) / r.std,
+                     "interval_68": list(r.interval_68), "interval_95": [lo95, hi95],
+                     "in_95": bool(lo95 <= p["m"] <= hi95), "constrained": res.constrained,
+                     "limit": res.limit, "lens_mean": float(truth[p["index"]].mean()),
+                     "scatter": res.scatter})
     return rows
+
+
+def pull_summary(rows: list[dict]) -> dict:
+    """Per N: mean and std of the pulls of the constrained populations, and how many were
+    'not constrained' (with the share whose 95% interval holds the truth)."""
+    out = {}
+    for n in sorted({r["n"] for r in rows}):
+        sel = [r for r in rows if r["n"] == n]
+        con = [r["pull"] for r in sel if r["constrained"]]
+        nc = [r for r in sel if not r["constrained"]]
+        out[str(n)] = {"populations": len(sel), "constrained": len(con),
+                       "pull_mean": float(np.mean(con)) if con else None,
+                       "pull_std": float(np.std(con)) if con else None,
+                       "pull_mean_all": float(np.mean([r["pull"] for r in sel])),
+                       "pull_std_all": float(np.std([r["pull"] for r in sel])),
+                       "not_constrained": len(nc),
+                       "not_constrained_in_95": sum(r["in_95"] for r in nc),
+                       "in_95_all": sum(r["in_95"] for r in sel)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,8 +148,16 @@ def main(argv: list[str] | None = None) -> dict:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--cpu-minutes", type=float, default=20.0, help="training budget (CPU)")
     mode.add_argument("--full", action="store_true", help="GPU-sized run")
+    p.add_argument("--preset", default="model-iii")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="preset override (as darklens simulate --set)")
+    p.add_argument("--target", default=TARGET, help="target(s), comma-separated")
+    p.add_argument("--class", dest="cls", help="image class (default: the target's)")
+    p.add_argument("--posterior", choices=POSTERIORS, default="binned")
+    p.add_argument("--n-bins", type=int, default=40)
     p.add_argument("--n-train", type=int, help="training+validation images (default by mode)")
-    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=4000,
+                   help="test lenses from the training prior (also the populations' pool)")
     p.add_argument("--arch", help="small | resnet18 | resnet34 (default by mode)")
     p.add_argument("--epochs", type=int, help="default: from the budget (CPU) or 100 (full)")
     p.add_argument("--ensemble", type=int, default=1)
@@ -117,9 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--run-dir", help="keep the run here (default: a temporary folder)")
-    p.add_argument("--population", default="-23.5,-23,-22.5",
-                   help="true log10 axion masses of shared-mass populations ('' to skip)")
-    p.add_argument("--population-sizes", default="10,50")
+    p.add_argument("--populations", type=int, default=20, help="populations per size")
+    p.add_argument("--population-sizes", default="50,200")
+    p.add_argument("--draws", type=int, default=256, help="posterior draws per test lens")
     p.add_argument("--out", default="benchmarks/results/regression.json")
     args = p.parse_args(argv)
 
@@ -129,12 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
     full = args.full
     n_train = args.n_train or (50_000 if full else 16_000)
     arch = args.arch or ("resnet18" if full else "small")
-    preset = get_preset("model-iii")
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    cls = args.cls or default_classes(targets, ("no_sub", "cdm", "vortex"))[-1]
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    preset = with_overrides(get_preset(args.preset), overrides)
 
     t0 = time.perf_counter()
-    train_data = simulate_dataset(preset, n_train, seed=args.seed, classes=("vortex",))
-    test_data = simulate_dataset(preset, args.n_test, seed=args.seed + 10_000,
-                                 classes=("vortex",))
+    train_data = simulate_dataset(preset, n_train, seed=args.seed, classes=(cls,))
+    test_data = simulate_dataset(preset, args.n_test, seed=args.seed + 10_000, classes=(cls,))
     sim_seconds = time.perf_counter() - t0
 
     budget = None if full else args.cpu_minutes * 60
@@ -146,41 +200,63 @@ def main(argv: list[str] | None = None) -> dict:
         epochs = 100
     else:  # leave ~10% of the budget for validation passes
         epochs = max(1, int(0.9 * budget * rate / (n_fit * args.ensemble)))
-    print(f"simulated {n_train} + {args.n_test} images in {sim_seconds:.0f}s; "
-          f"{arch}: {rate:.0f} training img/s -> {epochs} epochs")
+    print(f"simulated {n_train} + {args.n_test} {cls} images of {args.preset} in "
+          f"{sim_seconds:.0f}s; {arch}: {rate:.0f} training img/s -> {epochs} epochs")
 
-    cfg = RegressionConfig(targets=[TARGET], arch=arch, norm=args.norm, epochs=epochs,
+    cfg = RegressionConfig(targets=targets, arch=arch, norm=args.norm, epochs=epochs,
                            batch_size=args.batch_size, lr=args.lr, beta=args.beta,
                            patience=None, ensemble=args.ensemble, seed=args.seed,
                            val_fraction=0.1, test_fraction=0.0,
                            max_minutes=None if budget is None else budget / 60,
-                           device=device)
+                           device=device, posterior=args.posterior, n_bins=args.n_bins)
+    sizes = [int(v) for v in args.population_sizes.split(",") if v.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"
         t1 = time.perf_counter()
         info = train_regression(train_data, cfg, run_dir,
-                                data_source=f"simulate_dataset(model-iii, {n_train}, "
+                                data_source=f"simulate_dataset({args.preset}, {n_train}, "
                                             f"seed={args.seed})",
                                 log=lambda m: print(m, flush=True))
         train_seconds = time.perf_counter() - t1
         run = load_regression_run(run_dir)
         t2 = time.perf_counter()
-        results = {}
-        for tta in (False, True):
-            mean, sigma = predict_images(run, test_data.images, tta=tta, device=device)
-            truth = test_data.metadata[TARGET].reshape(-1, 1)
-            results["tta" if tta else "plain"] = metrics_per_target([TARGET], truth, mean,
-                                                                    sigma)[TARGET]
+        truth = np.stack([test_data.metadata[t] for t in targets], axis=1).astype(np.float64)
+        support = run.support()
+        results, calibration, ident = {}, {}, {}
+        pred = predict_posteriors(run, test_data.images, tta=True, n_samples=args.draws,
+                                  seed=args.seed, device=device)
+        results["tta"] = metrics_per_target(targets, truth, pred.mean, np.sqrt(pred.var))
+        if run.posterior == "gaussian":
+            mean, sigma = predict_images(run, test_data.images, tta=False, device=device)
+            results["plain"] = metrics_per_target(targets, truth, mean, sigma)
+        calibration = calibration_report(pred.samples, truth, targets, support, seed=args.seed)
+        for j, t in enumerate(targets):
+            prior = TrainingPrior.from_dict(info["training_prior"][t]["prior"])
+            ident[t] = identifiability(pred.samples[:, :, j], truth[:, j], prior_std(prior) ** 2)
         eval_seconds = time.perf_counter() - t2
-        truths = [float(v) for v in args.population.split(",") if v.strip()]
-        sizes = [int(v) for v in args.population_sizes.split(",") if v.strip()]
-        population = population_check(run, preset, truths, sizes, args.seed, device) \
-            if truths and sizes else []
+        t3 = time.perf_counter()
+        rng = np.random.default_rng(args.seed + 30_000)
+        population: dict = {}
+        grids = run.grids()
+        for j, t in enumerate(targets):
+            lo, hi = support[j] if support else (truth[:, j].min(), truth[:, j].max())
+            pops = draw_populations(truth[:, j], lo, hi, sizes, args.populations, rng)
+            population[t] = {}
+            for divisor in ("effective", "training"):  # the prior divided out: both measured
+                entry = info["effective_prior" if divisor == "effective" else
+                             "training_prior"][t]
+                prior = TrainingPrior.from_dict(entry["prior"])
+                rows = population_pulls(pops, grids[j], pred.density[:, j], truth[:, j],
+                                        prior, t)
+                population[t][divisor] = {"summary": pull_summary(rows), "populations": rows,
+                                          "prior_source": entry["source"]}
+        pop_seconds = time.perf_counter() - t3
 
     report = {
         "benchmark": "regression",
         "mode": "full" if full else f"cpu-{args.cpu_minutes:g}min",
-        "target": TARGET, "preset": "model-iii", "arch": arch, "ensemble": args.ensemble,
+        "targets": targets, "preset": args.preset, "overrides": overrides, "class": cls,
+        "posterior": args.posterior, "arch": arch, "ensemble": args.ensemble,
         "n_train": info["data"]["n_train"],
         "n_val": info["data"]["n_val"], "n_test": args.n_test,
         "epochs_planned": epochs,
@@ -188,42 +264,54 @@ def main(argv: list[str] | None = None) -> dict:
         "best_epoch": [m["best_epoch"] for m in info["members"]],
         "stopped": [m["stopped"] for m in info["members"]],
         "train_images_per_second": rate,
-        "seconds": {"simulate": sim_seconds, "train": train_seconds, "evaluate": eval_seconds},
-        "metrics": results,
+        "seconds": {"simulate": sim_seconds, "train": train_seconds, "evaluate": eval_seconds,
+                    "populations": pop_seconds},
+        "metrics": results, "calibration": calibration, "identifiability": ident,
+        "training_prior": info["training_prior"],
         "population": population,
-        "published": {name: mae for name, mae in PUBLISHED},
+        "published": {name: mae for name, mae in PUBLISHED} if targets == [TARGET] else {},
         "config": {**vars(args), "device": device},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "load_average": os.getloadavg(),
                     "cuda": torch.cuda.get_device_name(0) if device == "cuda" else None},
         "darklens_version": __version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    print()
-    print("| model | training | MAE | RMSE | R2 | coverage 68% | coverage 95% |")
-    print("|---|---|---|---|---|---|---|")
-    for key, label in (("plain", ""), ("tta", " + TTA")):
-        m = results[key]
-        print(f"| darklens {arch}{' x' + str(args.ensemble) if args.ensemble > 1 else ''}"
-              f"{label} | {report['mode']}, {sum(report['epochs_run'])} epochs, "
-              f"{info['data']['n_train']} images | {m['mae']:.3f} | {m['rmse']:.3f} | "
-              f"{m['r2']:.3f} | {m['coverage_68']:.3f} | {m['coverage_95']:.3f} |")
-    for name, mae in PUBLISHED:
-        print(f"| {name} | published | {mae:.3f} | | | | |")
-    if population:
-        print("\nOne axion mass shared by N lenses (training prior divided out):\n")
-        print("| true log10 m | N | estimate +- std | 68% interval | naive mean +- std |")
-        print("|---|---|---|---|---|")
-        for r in population:
-            lo, hi = r["interval_68"]
-            print(f"| {r['truth']:.2f} | {r['n']} | {r['mean']:.3f} +- {r['std']:.3f} | "
-                  f"[{lo:.3f}, {hi:.3f}]{'' if r['in_68'] else ' (misses)'} | "
-                  f"{r['naive_mean']:.3f} +- {r['naive_std']:.3f} |")
-    if not math.isfinite(results["tta"]["mae"]):
+    print_tables(report)
+    if not all(math.isfinite(m["mae"]) for m in results["tta"].values()):
         raise SystemExit("non-finite MAE")
     write_json_atomic(args.out, report)
     print(f"\nwrote {args.out}")
     return report
+
+
+def print_tables(report: dict) -> None:
+    """Markdown tables: accuracy and calibration per target, population pulls per N."""
+    print("\n| target | posterior | training | MAE | RMSE | R2 | cov 68 | cov 95 | SBC p | "
+          "TARP 68 | TARP 95 | measurable range |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for t, m in report["metrics"]["tta"].items():
+        c = report["calibration"]["targets"][t]
+        rng = report["identifiability"][t]["measurable_range"]
+        print(f"| {t} | {report['posterior']} + TTA | {report['mode']}, "
+              f"{sum(report['epochs_run'])} epochs, {report['n_train']} images | "
+              f"{m['mae']:.4g} | {m['rmse']:.4g} | {m['r2']:.3f} | "
+              f"{c['coverage_by_truth']['central_68']:.3f} | "
+              f"{c['coverage_by_truth']['central_95']:.3f} | {c['sbc']['p_value']:.3g} | "
+              f"{c['tarp']['ecp_68']:.3f} | {c['tarp']['ecp_95']:.3f} | "
+              f"{'none' if rng is None else f'[{rng[0]:.3g}, {rng[1]:.3g}]'} |")
+    print("\n| target | prior divided out | N | populations | constrained | pull mean | "
+          "pull std | not constrained (truth in 95%) | all: pull mean / std |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for t, by_divisor in report["population"].items():
+        for divisor, pop in by_divisor.items():
+            for n, s in pop["summary"].items():
+                pm = "-" if s["pull_mean"] is None else f"{s['pull_mean']:+.2f}"
+                ps = "-" if s["pull_std"] is None else f"{s['pull_std']:.2f}"
+                print(f"| {t} | {divisor} | {n} | {s['populations']} | {s['constrained']} | "
+                      f"{pm} | {ps} | {s['not_constrained']} ({s['not_constrained_in_95']}) | "
+                      f"{s['pull_mean_all']:+.2f} / {s['pull_std_all']:.2f} |")
 
 
 if __name__ == "__main__":

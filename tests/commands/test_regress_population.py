@@ -91,13 +91,25 @@ def test_population_command_writes_json_consistent_with_the_library(tiny, tmp_pa
     assert res["interval_68"][0] < res["estimate"] < res["interval_68"][1]
     assert not list(tmp_path.glob(".*"))  # atomic write: no temp file left
 
-    # the same numbers as hierarchical.py on the same per-lens densities, prior divided out
+    # the same numbers as hierarchical.py on the same per-lens densities, the prior the
+    # network learned (recorded at training) divided out
     assert res["method"].startswith("importance reweighting")
+    assert res["divided_by"].startswith("effective prior: mean posterior")
     grid, dens = _densities(tiny["run"], tiny["pop"])
-    prior = TrainingPrior.uniform(-24.0, -22.0)
-    ref = infer_mean_scatter(grid, dens, prior).result
+    info = json.loads((tiny["run"] / "regression.json").read_text())
+    effective = TrainingPrior.from_dict(info["effective_prior"][TARGET]["prior"])
+    assert np.trapezoid(np.exp(effective.logpdf(grid)), grid) == pytest.approx(1, abs=1e-3)
+    ref = infer_mean_scatter(grid, dens, effective).result
     assert res["estimate"] == pytest.approx(ref.mean, abs=1e-6)
     assert res["sigma"] == pytest.approx(ref.std, abs=1e-6)
+    # --divide-by training: the nominal prior instead
+    assert main(["regress", "population", str(tiny["run"]), "--data", str(tiny["pop"]),
+                 "--divide-by", "training", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    prior = TrainingPrior.uniform(-24.0, -22.0)
+    ref = infer_mean_scatter(grid, dens, prior).result
+    assert res["divided_by"].startswith("preset model-iii prior")
+    assert res["estimate"] == pytest.approx(ref.mean, abs=1e-6)
     mu, sd = _direct(tiny["run"], tiny["pop"])
     assert res["naive_mean"] == pytest.approx(np.sum(mu / sd**2) / np.sum(sd**-2), abs=1e-6)
     # Gaussian lenses: close to the closed form of population.py (untruncated population,

@@ -78,3 +78,22 @@ def test_bad_densities_are_refused():
         infer_shared(GRID, np.ones((3, 10)), PRIOR)
     with pytest.raises(ValueError, match="not all zero"):
         infer_shared(GRID, np.zeros((2, GRID.size)), PRIOR)
+
+
+def test_dividing_out_the_learned_prior_cancels_a_shared_tilt():
+    """A network that learned nothing returns its learned marginal p_hat for every lens,
+    slightly tilted against the nominal uniform prior. Divided by the nominal prior, 200 such
+    lenses pile the answer against the upper edge; divided by p_hat (the mean posterior, what
+    ``effective_prior`` records), 'not constrained' and the whole range."""
+    p_hat = 1.0 + 0.1 * (GRID - 0.5)  # a 10% tilt
+    p_hat /= np.trapezoid(p_hat, GRID)
+    dens = np.tile(p_hat, (200, 1))
+    nominal = infer_shared(GRID, dens, PRIOR)
+    assert nominal.result.interval_95[0] > 0.8  # pulled to the edge
+    half = 0.5 * (GRID[1] - GRID[0])
+    edges = np.concatenate([[-half], 0.5 * (GRID[1:] + GRID[:-1]), [1 + half]])
+    learned = TrainingPrior("histogram", low=edges[0], high=edges[-1], edges=tuple(edges),
+                            density=tuple(p_hat))
+    res = infer_mean_scatter(GRID, dens, learned)
+    assert not res.constrained
+    assert res.result.interval_95[0] < 0.1 and res.result.interval_95[1] > 0.9

@@ -33,7 +33,7 @@ from darklens.errors import DarklensError, DataError
 from darklens.evaluate.calibration import calibration_report
 from darklens.evaluate.identifiability import identifiability
 from darklens.evaluate.regression_metrics import metrics_per_target
-from darklens.evaluate.run_population import MODELS, population_of_run, prior_std
+from darklens.evaluate.run_population import DIVISORS, MODELS, population_of_run, prior_std
 from darklens.io import atomic_path, write_json_atomic, write_text_atomic
 from darklens.models.posterior_heads import POSTERIORS
 from darklens.models.regression_persistence import (
@@ -125,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="known population scatter for --model mean (default: marginalised)")
     g.add_argument("--prior", help="training prior uniform:LOW:HIGH or gaussian:MEAN:STD "
                                    "(default: the one the run recorded)")
+    g.add_argument("--divide-by", choices=DIVISORS, default="effective",
+                   help="effective: the prior the network learned (recorded at training); "
+                        "training: the nominal training prior")
     g.add_argument("--out", help="write the result here as JSON")
     g.add_argument("--no-tta", action="store_true")
     g.add_argument("--device", default="cpu")
@@ -368,7 +371,8 @@ def population_table(res: dict) -> str:
         rows += [("true mean", f"{res['true_mean']:.4g}"), ("pull", f"{res['pull']:+.2f}")]
     rows += [("naive", f"{res['naive_mean']:.4g} +- {res['naive_sigma']:.2g}  "
                        "(per-lens results multiplied, prior not divided out)"),
-             ("prior", res["prior_source"]), ("method", res["method"]),
+             ("prior", res["prior_source"]), ("divided by", res["divided_by"]),
+             ("method", res["method"]),
              ("images", res["used"])]
     return "\n".join(f"{k:<10} {v}" for k, v in rows) + "\n"
 
@@ -377,7 +381,7 @@ def run_population(args: argparse.Namespace) -> int:
     prior = parse_prior(args.prior) if args.prior else None
     res = population_of_run(args.run, args.data, target=args.target, model=args.model,
                             scatter=args.scatter, prior=prior, tta=not args.no_tta,
-                            device=args.device)
+                            device=args.device, divide_by=args.divide_by)
     sys.stdout.write(population_table(res))
     if res["warning"]:
         print(f"warning: {res['warning']}", file=sys.stderr)

@@ -50,6 +50,7 @@ from darklens.models.regression_persistence import (
 from darklens.models.training_prior import TrainingPrior, describe_training_prior
 
 MODELS = ("mean", "shared")
+DIVISORS = ("effective", "training")
 
 
 def _recompute_prior(run_dir: str | os.PathLike, info: dict[str, Any],
@@ -177,14 +178,21 @@ def uninformative_warning(sigma: np.ndarray, prior: TrainingPrior, target: str,
 def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
                       target: str | None = None, model: str = "mean",
                       scatter: float | None = None, prior: TrainingPrior | None = None,
-                      tta: bool = True, device: str = "cpu") -> dict[str, Any]:
+                      tta: bool = True, device: str = "cpu",
+                      divide_by: str = "effective") -> dict[str, Any]:
     """Predict the data with a run and infer the population quantity (see the module doc).
 
     Returns a JSON-able dict: ``estimate``, ``sigma``, ``median``, ``interval_68``,
     ``interval_95``, ``n_lenses``, ``true_mean`` and ``pull`` (None without labels), the
     inverse-variance ``naive_mean``/``naive_sigma`` (training prior not divided out), the
     prior used and its source, what was predicted, and a ``warning`` (None if all is well)
-    when the per-lens sigmas are as wide as the prior (``uninformative_warning``)."""
+    when the per-lens sigmas are as wide as the prior (``uninformative_warning``).
+
+    ``divide_by``: ``effective`` (default) divides out the prior the network learned (the mean
+    posterior of its validation images, recorded at training; ``effective_prior``) where the
+    run recorded one and no ``prior`` is given; ``training`` the nominal training prior."""
+    if divide_by not in DIVISORS:
+        raise DarklensError(f"unknown --divide-by {divide_by!r}; use {' or '.join(DIVISORS)}")
     if model not in MODELS:
         raise DarklensError(f"unknown population model {model!r}; use {' or '.join(MODELS)}")
     if scatter is not None and (model != "mean" or not scatter >= 0):
@@ -195,6 +203,15 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
         prior, prior_source = run_training_prior(run_dir, run.info, target)
     else:
         prior_source = "given (--prior)"
+    divisor, divisor_source = prior, prior_source
+    effective = (run.info.get("effective_prior") or {}).get(target)
+    if divide_by == "effective" and effective and prior_source != "given (--prior)":
+        try:
+            divisor = TrainingPrior.from_dict(effective["prior"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{Path(run_dir) / RUN_JSON}: effective_prior of {target}: "
+                                  f"{err}") from None
+        divisor_source = f"effective prior: {effective.get('source', '')}"
     data = load_dataset(data_path)
     idx, used = population_images(run, run_dir, data, data_path)
     j = run.targets.index(target)
@@ -207,12 +224,13 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
             mu, sd = pred.mean[:, j], np.sqrt(pred.var[:, j])
             method = "importance reweighting of the per-lens densities on a grid"
             if model == "shared":
-                hres = infer_shared(grids[j], pred.density[:, j], prior, parameter=target)
+                hres = infer_shared(grids[j], pred.density[:, j], divisor, parameter=target)
             else:
-                hres = infer_mean_scatter(grids[j], pred.density[:, j], prior,
+                hres = infer_mean_scatter(grids[j], pred.density[:, j], divisor,
                                           scatter=scatter, parameter=target)
             res, verdict = hres.result, hres.to_dict()
         else:
+            divisor_source = prior_source
             mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device)
             mu, sd = mean[:, j].astype(np.float64), sigma[:, j].astype(np.float64)
             if model == "shared":
@@ -245,6 +263,7 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
         "constrained": verdict["constrained"], "contraction": verdict["contraction"],
         "limit": verdict["limit"], "scatter_posterior": verdict["scatter"], "method": method,
         "prior": prior.to_dict(), "prior_source": prior_source,
+        "divided_by": divisor_source,
         "warning": uninformative_warning(sd, prior, target),
         "used": used, "tta": tta, "ensemble": len(run.models),
         "darklens_version": __version__,
