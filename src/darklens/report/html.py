@@ -31,6 +31,7 @@ from darklens.data.lensdata import LensData
 from darklens.evaluate.detectability import detectability, quantile_edges
 from darklens.io import write_text_atomic
 from darklens.report import figures
+from darklens.report.regression_figures import calibration_plot
 
 REPORT = "report.html"
 
@@ -442,6 +443,13 @@ def _regression(results: dict[str, Any], bench: Path) -> str:
     out = (_note("Regression runs (`darklens regress evaluate`): metrics on their held-out "
                  "test images; figures: prediction ± 1σ against truth.")
            + _table(["run", "target", *keys], rows))
+    cal_rows, cal_imgs = regression_calibration(entries)
+    if cal_rows:
+        out += (_note("Calibration against the truth: SBC rank uniformity (χ² p), TARP expected "
+                      "coverage at 0.68 and 0.95, and the range of true values where the "
+                      "posterior contracts the prior's variance by 90% or more (measurable).")
+                + _table(["run", "target", "posterior", "SBC p", "TARP 68", "TARP 95",
+                          "measurable range"], cal_rows) + "".join(cal_imgs))
     pops = _population_rows([Path(e["run"]) for e in entries])
     if pops:
         out += (_note("Population estimates (`darklens regress population --out "
@@ -450,6 +458,25 @@ def _regression(results: dict[str, Any], bench: Path) -> str:
                 + _table(["run", "file", "target", "model", "N lenses", "estimate ± σ",
                           "true mean", "pull"], pops))
     return out + "".join(imgs)
+
+
+def regression_calibration(entries: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
+    """Rows (SBC p, TARP, measurable range) and calibration figures of the evaluated runs
+    whose metrics carry them."""
+    rows, imgs = [], []
+    for e in entries:
+        run, metrics = Path(e["run"]), e["metrics"]
+        for t, m in (metrics.get("targets") or {}).items():
+            cal = m.get("calibration") if isinstance(m, dict) else None
+            if not cal:
+                continue
+            rng = (m.get("identifiability") or {}).get("measurable_range")
+            rows.append([run.name, t, str(metrics.get("posterior", "gaussian")),
+                         _num(cal["sbc"]["p_value"], 3), _num(cal["tarp"]["ecp_68"], 3),
+                         _num(cal["tarp"]["ecp_95"], 3),
+                         "none" if rng is None else f"[{rng[0]:.3g}, {rng[1]:.3g}]"])
+            imgs.append(_img(calibration_plot(t, m), f"{run.name} {t} calibration"))
+    return rows, imgs
 
 
 def _population_rows(runs: list[Path]) -> list[list[str]]:

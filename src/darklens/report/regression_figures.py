@@ -60,8 +60,15 @@ def regression_figures(target: str, truth: np.ndarray, mean: np.ndarray, sigma: 
 
 
 def calibration_figure(target: str, metrics: dict, out_dir: str | os.PathLike) -> Path:
-    """``calibration_<target>.png``: SBC rank histogram, TARP expected coverage, coverage and
-    contraction in bins of the truth, from one target's ``metrics.json`` entry."""
+    """Write ``calibration_<target>.png`` (``calibration_plot``); return its path."""
+    path = Path(out_dir) / f"calibration_{target}.png"
+    _save(calibration_plot(target, metrics), path)
+    return path
+
+
+def calibration_plot(target: str, metrics: dict) -> plt.Figure:
+    """SBC rank histogram, TARP expected coverage, coverage and contraction in bins of the
+    truth, from one target's ``metrics.json`` entry."""
     cal, ident = metrics["calibration"], metrics.get("identifiability")
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     sbc = cal["sbc"]
@@ -100,9 +107,8 @@ def calibration_figure(target: str, metrics: dict, out_dir: str | os.PathLike) -
     ax.set_xlabel(f"true {target}")
     ax.set_ylabel("1 - var(posterior) / var(prior)")
     ax.set_title("prior-to-posterior contraction")
-    path = Path(out_dir) / f"calibration_{target}.png"
-    _save(fig, path)
-    return path
+    fig.tight_layout()
+    return fig
 
 
 def _centres(edges: list[float]) -> np.ndarray:
