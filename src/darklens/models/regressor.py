@@ -1,6 +1,8 @@
-"""ResNet regressors with a heteroscedastic Gaussian head, deep ensembles and dihedral TTA.
+"""ResNet regressors with a posterior head, deep ensembles and dihedral TTA.
 
-A ``Regressor`` maps images (B, 1, H, W) to a mean and a log-variance per target. It works in
+A ``Regressor`` maps images (B, 1, H, W) to a posterior per image over its targets: by default
+a mean and a log-variance per target (Gaussian), or a binned or flow posterior
+(``darklens.models.posterior_heads``, bounded by each target's ``support``). It works in
 *standardised* target units internally ((y - mean) / std, fitted on the training set and stored
 in the model's buffers, so a saved state_dict carries them) and ``predict`` returns means and
 variances in physical units.
@@ -25,6 +27,8 @@ Uncertainty:
 - ``predict_tta``: the model applied to the 8 dihedral transforms of each image (4 rotations by
   90 degrees, each with and without a flip), combined with ``mixture``. The 8 views are not
   independent measurements, so their variances are averaged, never divided by 8.
+- ``predict_posterior``: any head; members x views as one equal-weight mixture: its moments,
+  draws taken equally from every component, and its marginal densities on grids.
 """
 
 from __future__ import annotations
