@@ -59,7 +59,8 @@ def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None
     data = simulate_dataset("demo", 20, 5, classes=("no_sub", "cdm"), backend="eager")
     det_data = detection_data(data, "no_sub", 0)
 
-    class Det:
+    class Det:  # a detector that declares the hook (Detector.accepts_pseudo_anomalies)
+        accepts_pseudo_anomalies = True
         pseudo = None
 
         def set_pseudo_anomalies(self, images):
