@@ -1,8 +1,11 @@
 """`darklens score RUN FILE_OR_DIR...`: anomaly scores, p-values and decisions for new images.
 
 Inputs are anything ``load_dataset`` reads: single ``.npy`` images, folders of them, DeepLense
-class folders, HDF5 shards. Images are normalised as in training. Prints CSV lines, or writes
-them to ``--csv``, with the columns
+class folders, HDF5 shards, read ``--batch-size`` images at a time (:mod:`darklens.data.stream`:
+memory does not grow with the folder). A bad file stops the run with one line naming it (exit
+2, nothing written; ``--on-bad-file stop``, the default) or is named on stderr and listed with
+flag ``skipped`` (``--on-bad-file skip``). Images are normalised as in training. Prints CSV
+lines, or writes them (atomically) to ``--csv``, with the columns
 
 - ``source``, ``class``: the image (its file, or ``PATH[i]``) and its class folder, if any;
 - ``score``: the detector's anomaly score (higher = more anomalous);
