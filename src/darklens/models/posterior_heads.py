@@ -151,7 +151,14 @@ class GaussianHead(nn.Sequential):
 
 
 class BinnedHead(nn.Module):
-    """A softmax over ``n_bins`` equal bins of each target's support [low, high]."""
+    """A softmax over ``n_bins`` equal bins of each target's support [low, high].
+
+    Trained by the cross-entropy of the true bin plus the Gaussian NLL of an auxiliary
+    Gaussian head on the same features (``aux``): the cross-entropy alone hardly moves the
+    backbone at first (measured: model-iii axion mass, validation MAE still at the
+    predict-the-mean level after 12 epochs, where the Gaussian head learns), the Gaussian term
+    gives it the regression signal. The posterior is the softmax's alone; the auxiliary head
+    only shapes the features."""
 
     def __init__(self, features: int, n_targets: int, n_bins: int = 40,
                  dropout: float = 0.0) -> None:
@@ -161,6 +168,7 @@ class BinnedHead(nn.Module):
         self.t, self.k = n_targets, n_bins
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, n_targets * n_bins))
         nn.init.zeros_(self.net[1].bias)
+        self.aux = GaussianHead(features, n_targets, dropout)
 
     def edges(self, low: Tensor, high: Tensor) -> Tensor:
         u = torch.linspace(0, 1, self.k + 1, device=low.device, dtype=low.dtype)
@@ -177,7 +185,11 @@ class BinnedHead(nn.Module):
         u = (y - low) / (high - low)
         idx = (u * self.k).floor().long().clamp(0, self.k - 1)  # (B, T)
         log_w = torch.log((high - low) / self.k)
-        return -(torch.gather(log_p, 2, idx[..., None])[..., 0] - log_w).sum(-1)
+        nll = -(torch.gather(log_p, 2, idx[..., None])[..., 0] - log_w).sum(-1)
+        if not self.training:  # validation: the posterior's own NLL
+            return nll
+        mu, log_var = self.aux(h)
+        return nll + gaussian_nll(mu, log_var, y, reduction="none").sum(-1)
 
 
 class FlowHead(nn.Module):
