@@ -10,8 +10,9 @@ size runs `darklens train` in a child process and reads that child's peak reside
 - ``loaded``: the same command with the former behaviour, the whole data set loaded into
   memory first (``load_dataset``), for comparison.
 
-Then (``--commands``) `darklens evaluate` and `darklens score` of the run trained on the
-smaller set, on each data set in a child process: both stream their inputs a batch at a time
+Then (``--commands``) `darklens evaluate` and `darklens score`, on each data set in a child
+process, of a run trained on a third set of N images (so that every image of both sets is
+scored): both stream their inputs a batch at a time
 (:mod:`darklens.data.stream`), so their peak RSS should not grow with the data beyond a few
 bytes per image (labels, names, scores).
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]
     if "train" not in commands:
-        modes = ["streamed"]  # the run that evaluate and score use is still trained
+        modes = []  # evaluate and score train their own run below
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
@@ -137,7 +138,18 @@ def main(argv: list[str] | None = None) -> int:
                 if "train" in commands:
                     rows.append(_row("train", mode, n, args, rss, seconds))
         cli = [sys.executable, "-m", "darklens.cli"]
-        run = root / f"run-{args.n}-streamed"  # trained on the smaller set
+        # evaluate and score use a run trained on a third set, so that both sizes are "other
+        # data" to it and every image is scored (on its own training data evaluate would score
+        # only the held-out part)
+        run = root / "run-for-scoring"
+        if {"evaluate", "score"} & set(commands):
+            synthetic_shards(root / "data-train", args.n, args.size, seed=0)
+            _, _, code = peak_rss(cli + [
+                "train", "--detector", args.detector, "--data", str(root / "data-train"),
+                "--out", str(run), "--epochs", str(args.epochs), "--seed", "0", "--batch-size",
+                str(args.batch_size), "--config", args.config, "--no-progress"])
+            if code != 0:
+                raise SystemExit(f"training the run for evaluate and score failed (exit {code})")
         for command in ("evaluate", "score"):
             if command not in commands:
                 continue

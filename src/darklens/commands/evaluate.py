@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             pos += len(batch.names)
             if not keep.any():
                 continue
-            images = batch.images[keep]
+            images = batch.images if keep.all() else batch.images[keep]
             if transform is not None:
                 images = transform(images, progress=False)
             x = normaliser(images)
