@@ -281,11 +281,13 @@ class PosteriorPrediction:
 @torch.no_grad()
 def predict_posterior(models: Sequence[Regressor], x: Tensor, tta: bool = True,
                       n_samples: int = 256, grids: np.ndarray | None = None,
-                      generator: torch.Generator | None = None) -> PosteriorPrediction:
+                      generator: torch.Generator | None = None,
+                      density_draws: int = 1024) -> PosteriorPrediction:
     """The mixture over members and (with ``tta``) the 8 dihedral views of each image: its
     mean and variance (law of total variance), ``n_samples`` draws taken equally from every
     component (rounded down to a multiple of their number, at least one each) and, given
-    ``grids`` (T, G) in physical units, the marginal densities averaged over components."""
+    ``grids`` (T, G) in physical units, the marginal densities averaged over components
+    (a multi-target flow's from ``density_draws`` draws per component)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     views = range(8) if tta else range(1)
     n_comp = len(models) * len(views)
@@ -302,7 +304,7 @@ def predict_posterior(models: Sequence[Regressor], x: Tensor, tta: bool = True,
             variances.append(var.cpu() * std**2)
             draws.append(comp.sample(per, gen).cpu() * std + mean0)
             if g_std is not None:
-                dens.append(comp.density(g_std, gen).cpu() / std[:, None])
+                dens.append(comp.density(g_std, gen, density_draws).cpu() / std[:, None])
     mean, var = mixture(torch.stack(means), torch.stack(variances))
     return PosteriorPrediction(
         mean.numpy(), var.numpy(), torch.cat(draws, dim=1).float().numpy(),
