@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from darklens.data.formats import write_shard
 from darklens.progress import LineProgress, progress_bar
 from toy_lenses import toy_lensdata
@@ -33,6 +35,7 @@ def test_not_a_terminal_gives_one_line_per_stage():
     assert quiet.getvalue() == ""
 
 
+@pytest.mark.slow  # a child process: about 20 s on a loaded 2-core machine
 def test_train_log_has_one_line_per_epoch(tmp_path):
     data = tmp_path / "data"
     write_shard(data / "s.h5", toy_lensdata(60, size=32, seed=0))
