@@ -3,9 +3,10 @@
 For each target, in bins of its true value: the mean posterior standard deviation, the mean
 width of the central 68% interval and the *contraction* 1 - var(posterior) / var(prior)
 (Schad et al. 2021; 0: the image says nothing beyond the prior, 1: a point). The
-*measurable range* is the span of truth bins whose mean contraction reaches ``threshold``
+*measurable range* is the longest run of consecutive truth bins whose mean contraction reaches
+``threshold``
 (default 0.9: the posterior's standard deviation at most a third of the prior's): outside it,
-the images carry little information about the target and any estimate is the prior's.
+the posterior leans on the prior more and more.
 """
 
 from __future__ import annotations
@@ -35,8 +36,18 @@ def identifiability(samples: np.ndarray, truth: np.ndarray, prior_var: float,
         out["posterior_std"].append(float(np.sqrt(var[sel]).mean()) if sel.any() else None)
         out["width_68"].append(float((hi - lo)[sel].mean()) if sel.any() else None)
         out["contraction"].append(float(contraction[sel].mean()) if sel.any() else None)
-    good = [b for b, c in enumerate(out["contraction"]) if c is not None and c >= threshold]
-    out["measurable_range"] = [edges[good[0]], edges[good[-1] + 1]] if good else None
+    runs, start = [], None  # the longest run of consecutive bins reaching the threshold
+    for b, c in enumerate([*out["contraction"], None]):
+        if c is not None and c >= threshold:
+            start = b if start is None else start
+        elif start is not None:
+            runs.append((b - start, start, b))
+            start = None
+    if runs:
+        _, a, b = max(runs)
+        out["measurable_range"] = [float(edges[a]), float(edges[b])]
+    else:
+        out["measurable_range"] = None
     out["mean_contraction"] = float(contraction.mean())
     return out
 
