@@ -101,3 +101,35 @@ def test_preset_instrument_is_exact():
         (150, 0.05, 0.2355, 2, True)
     assert from_preset(get_preset("demo")).lens_light is False
     assert Instrument.from_dict(inst.to_dict()) == inst
+
+
+class _FixedGuess(torch.nn.Module):
+    """A stand-in for the guess network: returns given starting points, in order."""
+
+    def __init__(self, u: np.ndarray):
+        super().__init__()
+        self.u = torch.as_tensor(u, dtype=torch.float32)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.u[: images.shape[0]]
+
+
+def test_moment_starts_are_fallbacks_only_where_the_guess_fits_poorly(small_lenses):
+    preset, data = small_lenses
+    inst = from_preset(preset)
+    good = fit_smooth_lens(data.images, inst, FitOptions(batch_size=12)).u.copy()
+    guess_u = good.copy()
+    guess_u[4] = 4.0  # one image's guess near the upper end of every bound: far from its lens
+    opts = {"batch_size": 12, "moment_starts": 1, "stages": 1}
+    fit = fit_smooth_lens(data.images, inst, FitOptions(**opts), guess=_FixedGuess(guess_u))
+    bare = fit_smooth_lens(data.images, inst, FitOptions(**opts, fallback_ratio=float("inf")),
+                           guess=_FixedGuess(guess_u))
+    others = np.arange(len(good)) != 4
+    # the poorly started normal tried the moment start (extra LM iterations); the well started
+    # normals did not (strong cdm lenses may: their cost is high from any start)
+    tried = fit.iterations != bare.iterations
+    normal = data.labels == data.class_names.index("no_sub")
+    assert normal[4] and tried[4] and not tried[normal & others].any()
+    # and it rescued it: without the fallback, its fit stays worse
+    assert fit.chi2_red[4] < bare.chi2_red[4]
+    assert fit.chi2_red[4] < 2 * np.median(fit.chi2_red[others])
