@@ -71,12 +71,12 @@ def gallery(
 
 
 def overlay_rgb(image: np.ndarray, amap: np.ndarray, zoom: int = 4) -> np.ndarray:
-    """An RGB picture (H*zoom, W*zoom, 3) of ``image`` (H, W) in grey with its where-map
-    ``amap`` (H, W) on top (inferno, opacity growing with the map; its 99th percentile is
-    the top of the scale) and a cyan cross at the map's maximum."""
+    """An RGB picture (H*zoom, W*zoom, 3) of ``image`` (H, W) in grey (square-root stretch)
+    with its where-map ``amap`` (H, W) on top (inferno, opacity growing with the map; its 99th
+    percentile is the top of the scale) and a cyan cross at the map's maximum."""
     img = np.asarray(image, dtype=np.float64)
     lo, hi = np.percentile(img, [1, 99.5])
-    grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    grey = np.sqrt(np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1))  # faint arcs
     m = np.nan_to_num(np.asarray(amap, dtype=np.float64), nan=0.0)
     m = m - np.median(m)
     top = np.percentile(m, 99)
