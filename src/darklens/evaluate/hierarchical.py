@@ -38,6 +38,7 @@ from darklens.models.training_prior import TrainingPrior
 
 CONSTRAINED_RATIO = 0.5
 EDGE_RATIO = 0.2
+SEEN_RATIO = 1e-3  # where the divided-out prior is below this of its peak: never trained on
 _FLOOR = 1e-12  # a lens's density floor, relative to its peak (no log of zero)
 
 
@@ -68,6 +69,21 @@ def _lens_weights(grid: np.ndarray, density: np.ndarray, prior: TrainingPrior) -
         log_p = prior.logpdf(grid)
     inv_p = np.where(np.isfinite(log_p), np.exp(-np.where(np.isfinite(log_p), log_p, 0.0)), 0.0)
     return q * (inv_p * dy)[None, :]
+
+
+def _seen(grid: np.ndarray, density: np.ndarray, prior: TrainingPrior
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The grid (and densities) cut to the span where the prior divided out holds at least
+    ``SEEN_RATIO`` of its peak density: beyond it the network saw (almost) no training
+    image, both its posteriors and that prior are floors there, and their quotient, raised to
+    the N-th power, would pull the answer to the edge."""
+    with np.errstate(divide="ignore"):
+        log_p = prior.logpdf(grid)
+    seen = np.flatnonzero(np.isfinite(log_p) & (log_p >= np.max(log_p) + np.log(SEEN_RATIO)))
+    if seen.size < 3:
+        return grid, density
+    keep = slice(seen[0], seen[-1] + 1)
+    return grid[keep], density[:, keep]
 
 
 def _check(grid: np.ndarray, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +123,7 @@ def infer_shared(grid: np.ndarray, density: np.ndarray, prior: TrainingPrior,
                  parameter: str = "theta", n_grid: int = 401) -> HierarchicalResult:
     """Posterior of one value shared by every lens (flat hyper-prior on the support); the
     lenses' log densities are interpolated linearly onto a grid refined where it lives."""
-    grid, density = _check(grid, density)
+    grid, density = _seen(*_check(grid, density), prior)
     log_q = np.log(np.maximum(density, _FLOOR * density.max(axis=1, keepdims=True)))
 
     def log_post(theta: np.ndarray) -> np.ndarray:
@@ -127,7 +143,7 @@ def infer_mean_scatter(grid: np.ndarray, density: np.ndarray, prior: TrainingPri
     """Posterior of the location m of a truncated Gaussian population y_i ~ N(m, tau^2) on
     the support, tau marginalised (flat) or fixed by ``scatter``; m on a grid refined where
     its posterior lives."""
-    grid, density = _check(grid, density)
+    grid, density = _seen(*_check(grid, density), prior)
     w = _lens_weights(grid, density, prior)  # (N, G)
     step = float(np.min(np.diff(grid)))
     if scatter is not None:
