@@ -22,33 +22,36 @@ Interrupted benchmarks resume: a run whose ``result.json`` holds the same key (d
 options, data fingerprint, split, epochs cap, budget) is not trained again; a run cut short
 continues from its checkpoint with the epochs it had planned.
 
-(Over 400 lines: the protocol (data, per-run epoch plan, ``train_run``, scoring, summary over
-seeds) is kept in one file so that it reads top to bottom.)
+What the benchmark records (the environment block, test_scores.csv, the summary over seeds,
+regression entries) lives in ``darklens.benchmark_results``; those names are re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from darklens import __version__
+from darklens.benchmark_results import (
+    METRICS,
+    TEST_SCORES,
+    VERSION_PACKAGES,
+    environment,
+    format_mean_std,
+    read_test_scores,
+    regression_entry,
+    scores_csv,
+    summarise,
+)
 from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
@@ -66,9 +69,28 @@ from darklens.train.run import train_run
 RESULTS = "results.json"
 RUN_RESULT = "result.json"
 PLAN = "plan.json"
-TEST_SCORES = "test_scores.csv"
-METRICS = ("auroc", "auprc", "tpr_at_fpr_0.01")
-VERSION_PACKAGES = ("torch", "numpy", "scikit-learn", "matplotlib", "h5py", "optuna")
+
+__all__ = [
+    "METRICS",
+    "PLAN",
+    "RESULTS",
+    "RUN_RESULT",
+    "TEST_SCORES",
+    "VERSION_PACKAGES",
+    "BenchmarkSpec",
+    "data_path",
+    "environment",
+    "format_mean_std",
+    "load_or_simulate",
+    "plan_epochs",
+    "read_test_scores",
+    "regression_entry",
+    "run_benchmark",
+    "run_one",
+    "scores_csv",
+    "split_options",
+    "summarise",
+]
 
 
 @dataclass
@@ -106,25 +128,6 @@ class BenchmarkSpec:
             raise DarklensError("--budget-minutes must be positive")
         if self.data is None and self.preset is None:
             raise DarklensError("give --preset or --data")
-
-
-def environment() -> dict[str, Any]:
-    """Package versions, date and machine, for results.json."""
-    versions = {"darklens": __version__, "python": sys.version.split()[0]}
-    for pkg in VERSION_PACKAGES:
-        try:
-            versions[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "versions": versions,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or
-                    platform.machine(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                    else None},
-    }
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,24 +207,6 @@ def plan_epochs(name: str, det_config: dict[str, Any], train_set: Any, n_val: in
                                              "epoch_seconds_estimate": epoch_s}
 
 
-def _scores_csv(idx: np.ndarray, labels: np.ndarray, names: list[str],
-                scores: np.ndarray) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["index", "class", "score"])
-    for i, lab, s in zip(idx, labels, scores, strict=True):
-        w.writerow([int(i), names[int(lab)], repr(float(s))])
-    return buf.getvalue()
-
-
-def read_test_scores(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(data indices, scores) from a run's test_scores.csv."""
-    with open(Path(run_dir) / TEST_SCORES) as fh:
-        rows = list(csv.DictReader(fh))
-    return (np.array([int(r["index"]) for r in rows], dtype=np.int64),
-            np.array([float(r["score"]) for r in rows], dtype=np.float64))
-
-
 def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info: dict,
             run_dir: Path, budget_s: float | None, progress: bool = True) -> dict[str, Any]:
     """Train, score and evaluate one detector on one seed's split; returns its record."""
@@ -294,7 +279,7 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
     metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
     diagnostics = detector.diagnostics()
     write_text_atomic(run_dir / TEST_SCORES,
-                      _scores_csv(test, data.labels[test], list(data.class_names), scores))
+                      scores_csv(test, data.labels[test], list(data.class_names), scores))
     record = {
         "detector": name, "seed": seed, "key": key,
         "run_dir": str(run_dir.name),
@@ -315,36 +300,6 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
     (run_dir / CHECKPOINT).unlink(missing_ok=True)  # the weights are saved; free the disk
     record["skipped"] = False
     return record
-
-
-# ----------------------------------------------------------------------------- summary
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per detector: mean, std and n over seeds of every metric and class, and of the timings."""
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(r["detector"] for r in records):
-        runs = [r for r in records if r["detector"] == name]
-        s: dict[str, Any] = {}
-        for metric in METRICS:
-            s[metric] = {}
-            for cls in runs[0]["metrics"][metric]:
-                v = np.array([r["metrics"][metric][cls] for r in runs], dtype=np.float64)
-                s[metric][cls] = {"mean": float(v.mean()),
-                                  "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                                  "n": int(len(v))}
-        for key in ("train_seconds", "images_per_second", "epochs_run"):
-            v = np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
-            s[key] = {"mean": float(v.mean()) if v.size else None,
-                      "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
-        out[name] = s
-    return out
-
-
-def format_mean_std(entry: dict[str, Any] | None, digits: int = 3) -> str:
-    """'0.912 +- 0.004' (no +- part for a single seed)."""
-    if not entry or entry.get("mean") is None:
-        return "-"
-    text = f"{entry['mean']:.{digits}f}"
-    return text + (f" +- {entry['std']:.{digits}f}" if entry.get("n", 2) > 1 else "")
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -415,14 +370,3 @@ def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike,
         results["regression"] = [regression_entry(r) for r in regression_runs]
     write_json_atomic(out / RESULTS, results)
     return results
-
-
-def regression_entry(run_dir: str) -> dict[str, Any]:
-    """A `darklens regress` run for the report: its metrics.json (it must be evaluated)."""
-    path = Path(run_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise DarklensError(f"{path}: missing; run `darklens regress evaluate {run_dir} "
-                            "--data DIR` first") from err
-    return {"run": str(Path(run_dir).resolve()), "metrics": metrics}
