@@ -4,14 +4,13 @@
 (``darklens.train.trainable``): a detector on normal images, or a regressor of dark-matter
 properties on (image, target) pairs (``darklens.train.regression``). Per batch it runs the
 detector's optimiser groups in order (one group for most models, three for the AAE): loss,
-backward, gradient clipping, step, scheduler step. After every epoch it computes the
-validation loss (and the model's ``validation_terms``), appends a row to
-``<out_dir>/losses.csv`` (with the loss's separate terms where the model reports them,
-``epoch_terms``) and writes
-``<out_dir>/checkpoint.pt`` atomically (model, optimisers, schedulers, RNG states, history,
-best model so far). ``resume=True`` continues from that checkpoint and ends with the same
-weights as an uninterrupted run. A non-finite loss stops training with ``TrainingDiverged``
-and leaves the last good checkpoint in place.
+backward, gradient clipping, step, scheduler step. After every epoch it computes the validation
+loss (and the model's ``validation_terms``), appends a row to ``<out_dir>/losses.csv`` (with the
+loss's separate terms where the model reports them, ``epoch_terms``) and writes
+``<out_dir>/checkpoint.pt`` atomically (model, optimisers, schedulers, RNG states, history, best
+model so far). ``resume=True`` continues from that checkpoint and ends with the same weights as an
+uninterrupted run. A non-finite loss stops training with ``TrainingDiverged`` and leaves the last
+good checkpoint in place.
 
 Data: any map-style ``Dataset`` of ``(image, label)`` (or of images), or an ``IterableDataset``
 (e.g. an endless simulator stream) with ``steps_per_epoch`` set; a stream with a
@@ -19,6 +18,9 @@ Data: any map-style ``Dataset`` of ``(image, label)`` (or of images), or an ``It
 
 Under ``torchrun`` (process group initialised, see ``darklens.train.distributed``) the model is
 wrapped in ``DistributedDataParallel``; each rank trains on its shard; rank 0 writes the files.
+
+(About 400 lines, one file: the checkpoint that ``fit`` writes and the resume that reads it
+back must hold exactly the same state, so the loop, its checkpoint and its resume stay together.)
 """
 
 from __future__ import annotations
