@@ -6,8 +6,8 @@ import numpy as np
 
 from darklens.evaluate.calibration import calibration_report
 from darklens.evaluate.identifiability import identifiability
-from darklens.report.html import regression_calibration
 from darklens.report.regression_figures import calibration_figure
+from darklens.report.regression_section import regression_calibration
 
 
 def _metrics():

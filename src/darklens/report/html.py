@@ -12,10 +12,8 @@ images that failed to load and any script errors (read by the browser test).
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import os
 from collections.abc import Callable
@@ -31,7 +29,12 @@ from darklens.data.lensdata import LensData
 from darklens.evaluate.detectability import detectability, quantile_edges
 from darklens.io import write_text_atomic
 from darklens.report import figures
-from darklens.report.regression_figures import calibration_plot
+from darklens.report.html_parts import img as _img
+from darklens.report.html_parts import note as _note
+from darklens.report.html_parts import num as _num
+from darklens.report.html_parts import section as _section
+from darklens.report.html_parts import table as _table
+from darklens.report.regression_section import regression_section
 
 REPORT = "report.html"
 
@@ -71,31 +74,6 @@ CHECK_SCRIPT = """
 """
 
 
-def figure_uri(fig: Any, dpi: int = 80) -> str:
-    """A matplotlib Figure as a ``data:image/png;base64,...`` URI (and close it)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(fig: Any, alt: str, dpi: int = 80) -> str:
-    return f'<img alt="{html.escape(alt)}" src="{figure_uri(fig, dpi)}">'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (mean +- std over seeds), shared with the CLI."""
     classes = [c for c in results["data"]["class_names"]
@@ -110,10 +88,6 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                        _num(s["epochs_run"]["mean"], 1), _num(s["train_seconds"]["mean"], 0),
                        _num(s["images_per_second"]["mean"], 0)])
     return header, rows
-
-
-def _num(v: float | None, digits: int) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _runs(results: dict[str, Any], bench: Path) -> dict[str, list[tuple[int, Path]]]:
@@ -167,10 +141,6 @@ def _captions(data: LensData, idx: np.ndarray, scores: np.ndarray | None = None)
             parts.append(f"s {scores[k]:.3g}")
         out.append(", ".join(parts))
     return out
-
-
-def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{body}\n</section>\n'
 
 
 def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
@@ -289,7 +259,7 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
                      _detectability(runs, data, normal, anomalies)))
 
     # --- regression
-    reg = _regression(results, bench)
+    reg = regression_section(results, bench)
     if reg:
         add(("regression", "Regression of dark-matter properties", reg))
 
@@ -412,88 +382,6 @@ def _detectability(runs: dict[str, list[tuple[int, Path]]], data: LensData, norm
                   "mean over seeds (shaded: min–max). Bins: " + bins_text + ".")
             + _img(figures.detectability_figure(curves, anomalies), "detectability")
             + _table(header, rows))
-
-
-def _regression(results: dict[str, Any], bench: Path) -> str:
-    entries = list(results.get("regression") or [])
-    found = {str(Path(e["run"]).resolve()) for e in entries}
-    for metrics in sorted((bench / "regression").glob("*/metrics.json")):
-        run = str(metrics.parent.resolve())
-        if run not in found:
-            entries.append({"run": run, "metrics": json.loads(metrics.read_text())})
-    if not entries:
-        return ""
-    keys = ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95")
-    rows, imgs = [], []
-    for e in entries:
-        run = Path(e["run"])
-        per_target = e["metrics"].get("targets", {})
-        for t, m in per_target.items():
-            rows.append([run.name, t] + [_num(m.get(k), 3) for k in keys])
-        pred = run / "predictions.csv"
-        if pred.exists():
-            with open(pred) as fh:
-                table = list(csv.DictReader(fh))
-            for t in per_target:
-                cols = [f"{t}_true", f"{t}_mean", f"{t}_sigma"]
-                if table and all(c in table[0] for c in cols):
-                    truth, mean, sigma = (np.array([float(r[c]) for r in table]) for c in cols)
-                    imgs.append(_img(figures.prediction_figure(truth, mean, sigma, t),
-                                     f"{run.name} {t}"))
-    out = (_note("Regression runs (`darklens regress evaluate`): metrics on their held-out "
-                 "test images; figures: prediction ± 1σ against truth.")
-           + _table(["run", "target", *keys], rows))
-    cal_rows, cal_imgs = regression_calibration(entries)
-    if cal_rows:
-        out += (_note("Calibration against the truth: SBC rank uniformity (χ² p), TARP expected "
-                      "coverage at 0.68 and 0.95, and the range of true values where the "
-                      "posterior contracts the prior's variance by 90% or more (measurable).")
-                + _table(["run", "target", "posterior", "SBC p", "TARP 68", "TARP 95",
-                          "measurable range"], cal_rows) + "".join(cal_imgs))
-    pops = _population_rows([Path(e["run"]) for e in entries])
-    if pops:
-        out += (_note("Population estimates (`darklens regress population --out "
-                      "RUN/population*.json`): the lenses combined with the training prior "
-                      "divided out; pull = (estimate − true mean) / σ.")
-                + _table(["run", "file", "target", "model", "N lenses", "estimate ± σ",
-                          "true mean", "pull"], pops))
-    return out + "".join(imgs)
-
-
-def regression_calibration(entries: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
-    """Rows (SBC p, TARP, measurable range) and calibration figures of the evaluated runs
-    whose metrics carry them."""
-    rows, imgs = [], []
-    for e in entries:
-        run, metrics = Path(e["run"]), e["metrics"]
-        for t, m in (metrics.get("targets") or {}).items():
-            cal = m.get("calibration") if isinstance(m, dict) else None
-            if not cal:
-                continue
-            rng = (m.get("identifiability") or {}).get("measurable_range")
-            rows.append([run.name, t, str(metrics.get("posterior", "gaussian")),
-                         _num(cal["sbc"]["p_value"], 3), _num(cal["tarp"]["ecp_68"], 3),
-                         _num(cal["tarp"]["ecp_95"], 3),
-                         "none" if rng is None else f"[{rng[0]:.3g}, {rng[1]:.3g}]"])
-            imgs.append(_img(calibration_plot(t, m), f"{run.name} {t} calibration"))
-    return rows, imgs
-
-
-def _population_rows(runs: list[Path]) -> list[list[str]]:
-    """One row per ``population*.json`` a regression run holds (unreadable ones skipped)."""
-    rows = []
-    for run in runs:
-        for f in sorted(run.glob("population*.json")):
-            try:
-                r = json.loads(f.read_text())
-                est = f"{float(r['estimate']):.4g} ± {float(r['sigma']):.2g}"
-            except (OSError, ValueError, TypeError, KeyError):
-                continue
-            true = r.get("true_mean")
-            rows.append([run.name, f.name, str(r.get("target")), str(r.get("model")),
-                         str(r.get("n_lenses")), est,
-                         "-" if true is None else f"{float(true):.4g}", _num(r.get("pull"), 2)])
-    return rows
 
 
 def write_report(bench_dir: str | os.PathLike, out: str | os.PathLike | None = None,
