@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from darklens import __version__
+from _record import finish, header  # benchmarks/_record.py, beside this script
 from darklens.cli import main as cli
 from darklens.data.formats import write_shard
 from darklens.evaluate.conformal import realised_fpr_band
-from darklens.io import read_json_object, write_json_atomic
+from darklens.io import read_json_object
 from darklens.simulate.presets import Preset, get_preset
 from darklens.simulate.simulator import simulate_dataset
 
@@ -109,15 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = r["band_3sigma"]
         print(f"| {r['preset']} | {r['detector']} | {r['n_cal']} | {r['target']} | "
               f"{r['realised']:.4f} | {r['expected']:.4f} | [{lo:.4f}, {hi:.4f}] |")
-    result = {"benchmark": "conformal", "darklens_version": __version__,
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average": list(os.getloadavg())},
-              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "workdir")},
-              "rows": rows, "seconds": time.perf_counter() - start}
-    if args.out:
-        write_json_atomic(args.out, result)
-        print(f"wrote {args.out}")
+    finish(args.out, {**header("conformal", args), "rows": rows,
+                      "seconds": time.perf_counter() - start})
     return 0
 
 

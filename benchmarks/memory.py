@@ -28,20 +28,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from darklens import __version__
+from _record import finish, header  # benchmarks/_record.py, beside this script
 from darklens.data.formats import write_shard
 from darklens.data.lensdata import LensData
-from darklens.io import write_json_atomic
 
 # The former path, for comparison only: `darklens train` with shards loaded whole.
 LOADED_DRIVER = (
@@ -176,18 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nimages grew by {data_growth:.0f} MiB; streamed training cache {args.cache_mb:g} "
           "MiB")
     result = {
-        "benchmark": "memory", "darklens_version": __version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "load_average": list(os.getloadavg())},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "workdir")},
+        **header("memory", args),
         "rows": rows, "growth_mib": growth, "data_growth_mib": data_growth,
         "note": "peak RSS (ru_maxrss) of each child process; the machine is "
                 "shared with other jobs, so timings are noisy (memory much less so)",
     }
-    if args.out:
-        write_json_atomic(args.out, result)
-        print(f"wrote {args.out}")
+    finish(args.out, result)
     return 0
 
 

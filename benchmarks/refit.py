@@ -35,16 +35,17 @@ does the work (on fixed-lens presets the fitted macro lens alone can give substr
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _record import machine  # benchmarks/_record.py, beside this script
+from darklens.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DARKLENS = [sys.executable, "-m", "darklens.cli"]
@@ -60,23 +61,6 @@ def preset_for(name: str):
     return get_preset(name)
 
 
-def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "platform": platform.platform(), "cpus": os.cpu_count(), "commit": commit,
-            "load_average": os.getloadavg()}
-
-
-def write_json(path: str, obj: dict) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(out)
-
-
-# -- the fitter's targets ---------------------------------------------------------------------
 def _fit_report(name: str, images: np.ndarray, theta_true: np.ndarray, inst, prior,
                 threads: int, guess_images: int, seed: int) -> dict:
     import torch
@@ -135,7 +119,7 @@ def run_fitter(args: argparse.Namespace) -> int:
         rows.append(_fit_report("cross-simulator", images, theta, inst, generic_prior(inst),
                                 args.threads, args.guess_images, args.seed))
     _fitter_table(rows)
-    write_json(args.out, {"benchmark": "refit fitter", "command": " ".join(sys.argv),
+    write_json_atomic(args.out, {"benchmark": "refit fitter", "command": " ".join(sys.argv),
                           "machine": machine(), "rows": rows})
     print(f"wrote {args.out}")
     return 0
@@ -213,7 +197,7 @@ def run_detect(args: argparse.Namespace) -> int:
         result["detectors"][name] = {"auroc": metrics["auroc"], "train_seconds": t_train,
                                      "evaluate_seconds": t_eval,
                                      "not_scored": metrics.get("not_scored")}
-        write_json(args.out, result)
+        write_json_atomic(args.out, result)
     _detect_table(result)
     print(f"wrote {args.out}")
     return 0
@@ -273,7 +257,7 @@ def run_statistics(args: argparse.Namespace) -> int:
     print("|---|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['all']:.3f} | {r['cdm']:.3f} | {r['vortex']:.3f} |")
-    write_json(args.out, {"benchmark": "refit statistics", "preset": args.preset,
+    write_json_atomic(args.out, {"benchmark": "refit statistics", "preset": args.preset,
                           "command": " ".join(sys.argv), "machine": machine(),
                           "n_train": args.n_train, "n_test_per_class": args.n_test,
                           "seconds": seconds, "auroc": rows,

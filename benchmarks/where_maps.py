@@ -14,21 +14,17 @@ is a hit when it lies within 0.3 arcsec of a true subhalo or of the vortex segme
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 
 import numpy as np
 import torch
 
-from darklens import __version__
+from _record import finish, header  # benchmarks/_record.py, beside this script
 from darklens.data.dataset import ImageDataset, Normaliser
 from darklens.evaluate.localisation import RADIUS, localisation
 from darklens.evaluate.where_maps import where_map_kind, where_maps
 from darklens.fit.instrument import from_preset
-from darklens.io import write_json_atomic
 from darklens.simulate.presets import Preset, get_preset
 from darklens.simulate.simulator import simulate_dataset
 from darklens.train.run import train_run
@@ -107,15 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['preset']} | {r['detector']} | {r['map']} | {r['cdm']['hit_rate']:.2f} "
               f"({r['cdm']['chance']:.2f}) | {r['vortex']['hit_rate']:.2f} "
               f"({r['vortex']['chance']:.2f}) |")
-    result = {"benchmark": "where_maps", "darklens_version": __version__,
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average": list(os.getloadavg())},
-              "settings": {k: v for k, v in vars(args).items() if k != "out"},
-              "radius_arcsec": RADIUS, "rows": rows, "seconds": time.perf_counter() - start}
-    if args.out:
-        write_json_atomic(args.out, result)
-        print(f"wrote {args.out}")
+    finish(args.out, {**header("where_maps", args, omit=("out",)), "radius_arcsec": RADIUS,
+                      "rows": rows, "seconds": time.perf_counter() - start})
     return 0
 
 
