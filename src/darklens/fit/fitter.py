@@ -46,8 +46,7 @@ class FitOptions:
     moment_starts: int = 4  # how many moment-based starts (besides a network's guess, if any)
     # with a network's guess, the moment-based starts are fallbacks: tried only for the images
     # whose cost from the guess is above this multiple of the batch's median (a good guess
-    # makes them redundant: on model-a64 normals they changed no fit statistic, and cost a
-    # quarter of the time)
+    # makes them redundant, and run for every image they cost a start's iterations each)
     fallback_ratio: float = 2.0
     # where the PSF is fitted: the best start is tried again from these FWHMs (in pixels), since
     # a wider PSF and a more compact source make a second minimum at high signal-to-noise
