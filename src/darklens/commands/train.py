@@ -42,8 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from darklens.data.dataset import NORMALISATIONS, ImageDataset
-from darklens.data.fingerprint import fingerprint
+from darklens.data.dataset import NORMALISATIONS, ImageDataset, Normaliser
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
 from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
@@ -54,14 +53,15 @@ from darklens.models.base import detector_class, list_detectors, require_detecto
 from darklens.progress import is_terminal
 from darklens.train import distributed as dd
 from darklens.train.config import parse_config
-from darklens.train.data import (
-    SimulatorStream,
-    detection_data,
-    detection_split,
-    simulator_views,
+from darklens.train.data import SimulatorStream, detection_split, simulator_views
+from darklens.train.detector_run import (
+    DetectorSets,
+    data_record,
+    instrument_options,
+    split_sets,
+    train_detector,
 )
 from darklens.train.loop import TrainConfig
-from darklens.train.run import calibration_split, train_run
 
 VIEW_MODES = ("augment", "native")
 INPUTS = ("raw", "residual")
@@ -148,104 +148,53 @@ def run(args: argparse.Namespace) -> int:
 
     residual = args.input == "residual"
     normalise = args.normalise or ("none" if residual else "minmax")
-    extra: dict[str, Any] = {"normal": args.normal, "seed": args.seed}
-    fit_val: Any = None  # what the loop validates on, when not the plain val_set
-    cal_set: Any = None  # held-out calibration normals (calibration.json)
+    extra: dict[str, Any] = {"views": views, "input": {"kind": "raw"}}
     transform: ResidualInput | None = None
     if args.data:
         # HDF5 shards are streamed (bounded memory); other formats are loaded whole, and so
         # are shards for --input residual (its maps are computed once, in memory).
         data = ShardDataset.from_path(args.data, args.shard_cache_mb) \
             if is_shard_path(args.data) and not residual else load_dataset(args.data)
-        size, channels = data.images.shape[-1], data.images.shape[1]
-        extra["data"] = {"path": str(Path(args.data).resolve()), "n": len(data),
-                         "fingerprint": fingerprint(data), "class_names": list(data.class_names),
-                         "streamed": isinstance(data, ShardDataset)}
-        if residual:  # the fingerprint above stays the original data's
-            data, transform, extra["input"] = residual_data(args, data, int(size), input_opts)
-        det_data = detection_data(data, args.normal, args.seed, args.val_fraction,
-                                  args.test_fraction, normalise)
-        train_set, val_set, normaliser = det_data.train, det_data.val, det_data.normaliser
-        n_normal = int((data.labels == data.class_names.index(args.normal)).sum())
-        n_cal = int(round(args.cal_fraction * n_normal))
-        if not 0 <= args.cal_fraction < 1:
-            raise DarklensError(f"--cal-fraction must be in [0, 1), got {args.cal_fraction}")
-        if args.cal_fraction > 0 and n_cal == 0:
-            print(f"darklens train: warning: --cal-fraction {args.cal_fraction} of {n_normal} "
-                  "normal images is none: no calibration normals, so `darklens score` will "
-                  "give no p-values", file=sys.stderr)
-        if n_cal:
-            train_set, cal_set = calibration_split(train_set, n_cal, args.seed)
-        extra["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
-                          "test_fraction": args.test_fraction,
-                          "cal_fraction": args.cal_fraction, "n_train": len(train_set),
-                          "n_cal": n_cal, "n_val_normal": len(det_data.val),
-                          "n_test": len(det_data.split.test)}
+        record = data_record(data, path=str(Path(args.data).resolve()))
+        if residual:  # the record above stays the original data's
+            data, transform, extra["input"] = residual_data(args, data,
+                                                            int(data.images.shape[-1]),
+                                                            input_opts)
+        sets = split_sets(data, args.normal, args.seed, args.val_fraction, args.test_fraction,
+                          args.cal_fraction, normalise, cal_name="--cal-fraction")
+        if args.cal_fraction > 0 and sets.cal is None:
+            print(f"darklens train: warning: --cal-fraction {args.cal_fraction} of "
+                  f"{sets.n_normal} normal images is none: no calibration normals, so "
+                  "`darklens score` will give no p-values", file=sys.stderr)
+        source: Any = data
     else:
-        from darklens.data.dataset import Normaliser
-        from darklens.simulate.simulator import simulate_dataset
+        sets, source = stream_sets(args, normalise, views, train_opts)
+        record = {"stream": args.preset, "stream_seed": args.seed, "val_seed": args.seed + 1,
+                  "n_val": args.val_size, "cal_seed": args.seed + 2,
+                  "n_cal": max(0, args.cal_size)}
 
-        normaliser = Normaliser.fit(normalise, None) if normalise != "standard" \
-            else None
-        if normaliser is None:
-            raise DarklensError("--normalise standard needs --data (it is fitted on images)")
-        val_data = simulate_dataset(args.preset, args.val_size, seed=args.seed + 1,
-                                    classes=(args.normal,))
-        val_set = ImageDataset(val_data, None, normaliser)
-        if args.cal_size > 0:  # fresh normals from their own seed, never trained on
-            cal_set = ImageDataset(simulate_dataset(args.preset, args.cal_size,
-                                                    seed=args.seed + 2,
-                                                    classes=(args.normal,)), None, normaliser)
-        batch = int(args.batch_size or train_opts.get("batch_size")
-                    or detector_class(args.detector).train_defaults.get("batch_size")
-                    or TrainConfig.batch_size)  # as the loop will use: epochs never overlap
-        n_views = views.get("n_views", 1)
-        new_source = views.get("source") == "new"
-        train_set = SimulatorStream(args.preset, args.seed, args.steps_per_epoch * batch,
-                                    args.normal, normaliser, chunk=min(64, batch),
-                                    n_views=n_views, new_source=new_source)
-        if n_views > 1:  # validation loss on native pairs too; view 0 is val_data's image
-            fit_val = simulator_views(args.preset, args.val_size, args.seed + 1, n_views,
-                                      args.normal, normaliser, new_source)
-        train_opts.setdefault("steps_per_epoch", args.steps_per_epoch)
-        size, channels = val_data.images.shape[-1], val_data.images.shape[1]
-        extra["data"] = {"stream": args.preset, "stream_seed": args.seed,
-                         "val_seed": args.seed + 1, "n_val": args.val_size,
-                         "cal_seed": args.seed + 2, "n_cal": max(0, args.cal_size)}
-    extra["normaliser"] = normaliser.to_dict()
-    extra["views"] = views
-
-    cls = detector_class(args.detector)
-    if getattr(cls, "uses_instrument", False):
-        source = data if args.data else val_data
-        inst = instrument_for_data(args.instrument, source, int(size))
-        det_opts["instrument"] = inst.to_dict()
-        extra["instrument"] = inst.to_dict()
-        preset = getattr(source, "attrs", {}).get("preset")
-        if isinstance(preset, dict):  # simulator data: its own prior trains the fit's guess
-            det_opts.setdefault("prior", preset)
-        det_opts.setdefault("seed", args.seed)
+    inst = instrument_options(args.detector, det_opts, args.instrument, source,
+                              sets.image_size, args.seed)
+    if inst is not None:
+        extra["instrument"] = inst
     elif args.instrument and not residual:
         raise DarklensError(f"--instrument: detector {args.detector} does not fit the smooth "
                             "lens (use --detector residual-chi2, or --input residual)")
-    if transform is None:
-        extra["input"] = {"kind": "raw"}
-    elif dd.rank() == 0:  # saved before training: config.json, written last, marks it finished
+    if transform is not None and dd.rank() == 0:
+        # saved before training: config.json, written last, marks the run finished
         extra["input"] = {**extra["input"], **transform.save(out)}
 
     def prepare(detector: Any, values: dict[str, Any]) -> None:
         if args.labelled_anomalies:
-            extra["labelled_anomalies"] = _add_labelled(detector, args, normaliser, transform)
+            extra["labelled_anomalies"] = _add_labelled(detector, args, sets.normaliser,
+                                                        transform)
 
-    cli = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    overrides = {k: v for k, v in cli.items() if v is not None}
-    overrides.update(out_dir=str(out), resume=args.resume, device=args.device,
-                     progress=not args.no_progress)
     start = time.perf_counter()
-    run = train_run(args.detector, det_opts, train_opts, train_set, val_set,
-                    image_size=int(size), in_channels=int(channels), seed=args.seed,
-                    overrides=overrides, prepare=prepare, fit_val=fit_val, extra=extra,
-                    cal_set=cal_set)
+    run = train_detector(args.detector, det_opts, train_opts, sets, out_dir=out,
+                         seed=args.seed, normal=args.normal, data=record, extra=extra,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         device=args.device, progress=not args.no_progress,
+                         resume=args.resume, prepare=prepare)
     is_main = dd.rank() == 0
     dd.shutdown()
     if not is_main:
@@ -257,6 +206,39 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {args.detector} for {result.epochs_run} epoch(s) in {took:.1f} s{best}; "
           f"run saved in {out}")
     return 0
+
+
+def stream_sets(args: argparse.Namespace, normalise: str, views: dict[str, Any],
+                train_opts: dict[str, Any]) -> tuple[DetectorSets, LensData]:
+    """``--preset``: an endless training stream from the simulator, fresh validation (and
+    calibration) normals from their own seeds; and the validation data (its preset)."""
+    from darklens.simulate.simulator import simulate_dataset
+
+    if normalise == "standard":
+        raise DarklensError("--normalise standard needs --data (it is fitted on images)")
+    normaliser = Normaliser.fit(normalise, None)
+    val_data = simulate_dataset(args.preset, args.val_size, seed=args.seed + 1,
+                                classes=(args.normal,))
+    cal_set = None
+    if args.cal_size > 0:  # fresh normals from their own seed, never trained on
+        cal_set = ImageDataset(simulate_dataset(args.preset, args.cal_size, seed=args.seed + 2,
+                                                classes=(args.normal,)), None, normaliser)
+    batch = int(args.batch_size or train_opts.get("batch_size")
+                or detector_class(args.detector).train_defaults.get("batch_size")
+                or TrainConfig.batch_size)  # as the loop will use: epochs never overlap
+    n_views = views.get("n_views", 1)
+    new_source = views.get("source") == "new"
+    train_set = SimulatorStream(args.preset, args.seed, args.steps_per_epoch * batch,
+                                args.normal, normaliser, chunk=min(64, batch),
+                                n_views=n_views, new_source=new_source)
+    fit_val = None
+    if n_views > 1:  # validation loss on native pairs too; view 0 is val_data's image
+        fit_val = simulator_views(args.preset, args.val_size, args.seed + 1, n_views,
+                                  args.normal, normaliser, new_source)
+    train_opts.setdefault("steps_per_epoch", args.steps_per_epoch)
+    shape = val_data.images.shape
+    return DetectorSets(train_set, ImageDataset(val_data, None, normaliser), cal_set,
+                        normaliser, int(shape[-1]), int(shape[1]), fit_val=fit_val), val_data
 
 
 def input_options(args: argparse.Namespace) -> dict[str, Any]:
