@@ -1,10 +1,11 @@
 """``Detector`` and ``create_detector``: train an anomaly detector on normal images, score any.
 
-A thin wrapper over what ``darklens train`` and ``darklens score`` run: ``fit`` is
-``darklens.train.run.train_run`` on the split of ``darklens.train.data.detection_data``, and
-the run it trains is a run directory like the CLI's (config.json, weights.pt,
-normal_stats.json, losses.csv), so ``darklens score``/``evaluate`` read what ``save`` writes and
-``Detector.load`` reads what ``darklens train`` writes.
+A thin wrapper over the calls ``darklens train`` and ``darklens score`` make: ``fit`` is
+``darklens.train.detector_run`` (``split_sets``, ``train_detector``: the split, calibration
+normals, record and ``train_run`` of ``darklens train --data``), ``score`` and ``load`` are
+``darklens.models.scoring.RunScorer``. The run it trains is a run directory like the CLI's
+(config.json, weights.pt, normal_stats.json, losses.csv), so ``darklens score``/``evaluate``
+read what ``save`` writes and ``Detector.load`` reads what ``darklens train`` writes.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ import numpy.typing as npt
 
 from darklens.api._arrays import ImagesLike, as_images, as_lensdata
 from darklens.api._rundir import TempRunDir, copy_run
-from darklens.data.dataset import Normaliser, Split
-from darklens.data.fingerprint import fingerprint
+from darklens.data.dataset import Split
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError, DataError
-from darklens.fit.instrument import instrument_for_data
-from darklens.fit.residual_input import ResidualInput, load_for_run
 from darklens.models.base import Detector as DetectorModule
-from darklens.models.base import detector_class, require_detector
-from darklens.models.persistence import load_run, read_run_config
-from darklens.models.scoring import score_images
+from darklens.models.base import require_detector
+from darklens.models.scoring import RunScorer
 from darklens.train.config import TRAIN_KEYS
-from darklens.train.data import detection_data
+from darklens.train.detector_run import (
+    data_record,
+    instrument_options,
+    split_sets,
+    train_detector,
+)
 from darklens.train.loop import TrainResult
-from darklens.train.run import calibration_split, train_run
 
 
 class Detector:
@@ -63,8 +64,7 @@ class Detector:
         self.module: DetectorModule | None = None
         self._split: Split | None = None
         self._result: TrainResult | None = None
-        self._normaliser = Normaliser("none")
-        self._transform: ResidualInput | None = None
+        self._scorer: RunScorer | None = None
         self._run_dir: Path | None = None
         self._temp: TempRunDir | None = None
 
@@ -112,21 +112,14 @@ class Detector:
         lens = as_lensdata(data, normal)
         if test_fraction < 0 or val_fraction < 0:
             raise DarklensError("val_fraction and test_fraction must be >= 0")
-        det_data = detection_data(lens, normal, seed, val_fraction, test_fraction, normalise)
-        n_normal = int((lens.labels == lens.class_names.index(normal)).sum())
-        n_cal = int(round(cal_fraction * n_normal))
-        if cal_fraction < 0 or (cal_fraction > 0 and n_cal == 0):
-            raise DarklensError(f"cal_fraction {cal_fraction} leaves no calibration normals "
-                                f"out of {n_normal}")
-        train_set, cal_set = det_data.train, None
-        if n_cal:
-            train_set, cal_set = calibration_split(det_data.train, n_cal, seed)
-        size, channels = int(lens.images.shape[-1]), int(lens.images.shape[1])
         unknown = set(train_options) - TRAIN_KEYS
         if unknown:
             raise DarklensError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
-        overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        sets = split_sets(lens, normal, seed, val_fraction, test_fraction, cal_fraction,
+                          normalise)
+        if cal_fraction > 0 and sets.cal is None:
+            raise DarklensError(f"cal_fraction {cal_fraction} leaves no calibration normals "
+                                f"out of {sets.n_normal}")
         if out is None:
             self._temp = TempRunDir()
             run_dir = self._temp.path
@@ -134,25 +127,19 @@ class Detector:
             run_dir = Path(out)
             if (run_dir / "config.json").exists():
                 raise DarklensError(f"{run_dir} already holds a finished run; choose another out")
-        overrides.update(out_dir=str(run_dir), device=device, progress=progress, resume=False)
         det_opts = dict(self.options)
-        if getattr(detector_class(self.name), "uses_instrument", False):
-            det_opts.update(_instrument_options(lens, size, seed, det_opts))
-        extra = {"normal": normal, "seed": seed,
-                 "data": {"source": "python", "n": len(lens), "fingerprint": fingerprint(lens),
-                          "class_names": list(lens.class_names), "streamed": False},
-                 "split": {"seed": seed, "val_fraction": val_fraction,
-                           "test_fraction": test_fraction, "cal_fraction": cal_fraction,
-                           "n_train": len(train_set), "n_cal": n_cal,
-                           "n_val_normal": len(det_data.val),
-                           "n_test": len(det_data.split.test)},
-                 "normaliser": det_data.normaliser.to_dict(), "views": {"mode": "augment"},
-                 "input": {"kind": "raw"}}
-        run = train_run(self.name, det_opts, {**self.train_options, **train_options},
-                        train_set, det_data.val, image_size=size, in_channels=channels,
-                        seed=seed, overrides=overrides, extra=extra, cal_set=cal_set)
-        self.module, self._result, self._split = run.detector, run.result, det_data.split
-        self._normaliser, self._transform, self._run_dir = det_data.normaliser, None, run_dir
+        extra: dict[str, Any] = {"views": {"mode": "augment"}, "input": {"kind": "raw"}}
+        inst = instrument_options(self.name, det_opts, None, lens, sets.image_size, seed)
+        if inst is not None:
+            extra["instrument"] = inst
+        run = train_detector(self.name, det_opts, {**self.train_options, **train_options},
+                             sets, out_dir=run_dir, seed=seed, normal=normal,
+                             data=data_record(lens, source="python"), extra=extra,
+                             epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                             progress=progress)
+        self.module, self._result, self._split = run.detector, run.result, sets.split
+        self._scorer = RunScorer(run.detector, sets.normaliser)
+        self._run_dir = run_dir
         return self
 
     @property
@@ -190,18 +177,13 @@ class Detector:
         Returns:
             float64 array (N,).
         """
-        module = self._trained()
+        scorer = self._scoring()
         x = as_images(images)
-        want = (module.config.get("in_channels", 1), module.config.get("image_size"))
-        if want[1] is not None and x.shape[1:] != (want[0], want[1], want[1]):
+        want = scorer.image_shape
+        if want is not None and x.shape[1:] != want:
             raise DataError(f"images are {tuple(x.shape[1:])}, the detector was trained on "
-                            f"{(want[0], want[1], want[1])}")
-        if self._transform is not None:
-            x = self._transform(x, progress=False)
-        scores = score_images(module, self._normaliser(x), batch_size, device)
-        if self._transform is not None:
-            scores[~self._transform.fitted] = np.nan
-        return scores
+                            f"{want}")
+        return scorer.score(x, batch_size, device)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the trained run to a new directory ``path`` (the layout of ``darklens train
@@ -213,7 +195,7 @@ class Detector:
         Returns:
             ``path``.
         """
-        self._trained()
+        self._scoring()
         assert self._run_dir is not None
         return copy_run(self._run_dir, Path(path))
 
@@ -224,20 +206,18 @@ class Detector:
         Weights are read as tensors only (``weights_only=True``); a missing, corrupt or
         untrusted run is a one-line ``CheckpointError``.
         """
-        config = read_run_config(path)
-        module = load_run(path)
-        det = cls(module.name, **{k: v for k, v in config["config"].items()
-                                  if k not in ("image_size", "in_channels")})
-        det.options = dict(config["config"])
-        det.module, det._run_dir = module, Path(path)
-        det._normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
-        det._transform = load_for_run(path, config)
+        scorer = RunScorer.load(path)
+        options = scorer.config["config"]
+        det = cls(scorer.detector.name, **{k: v for k, v in options.items()
+                                           if k not in ("image_size", "in_channels")})
+        det.options = dict(options)
+        det.module, det._scorer, det._run_dir = scorer.detector, scorer, Path(path)
         return det
 
-    def _trained(self) -> DetectorModule:
-        if self.module is None:
+    def _scoring(self) -> RunScorer:
+        if self._scorer is None:
             raise DarklensError(f"detector {self.name} is not trained: call fit() first")
-        return self.module
+        return self._scorer
 
 
 def create_detector(name: str, **options: Any) -> Detector:
@@ -260,15 +240,3 @@ def create_detector(name: str, **options: Any) -> Detector:
     """
     return Detector(name, **options)
 
-
-def _instrument_options(data: LensData, size: int, seed: int,
-                        options: dict[str, Any]) -> dict[str, Any]:
-    """For a detector that fits the smooth lens (residual-chi2): the data's instrument (its
-    preset's for simulator data), the preset as the prior of the fit's initial guess, and the
-    seed, as ``darklens train`` gives it (options already given win)."""
-    out: dict[str, Any] = {"instrument": instrument_for_data(None, data, size).to_dict()}
-    preset = data.attrs.get("preset")
-    if isinstance(preset, dict):
-        out["prior"] = preset
-    out["seed"] = seed
-    return {**out, **options}

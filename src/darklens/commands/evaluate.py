@@ -31,15 +31,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from darklens.data.dataset import Normaliser
 from darklens.data.fingerprint import fingerprint
 from darklens.data.stream import ImageBatch, scan_images, stream_images
 from darklens.errors import DataError
 from darklens.evaluate.metrics import anomaly_metrics
-from darklens.fit.residual_input import load_for_run
 from darklens.io import write_json_atomic, write_text_atomic
-from darklens.models.persistence import load_run, read_run_config
-from darklens.models.scoring import score_all_images, score_images
+from darklens.models.scoring import RunScorer, score_all_images
 from darklens.progress import progress_bar
 from darklens.train.data import detection_split
 
@@ -73,11 +70,8 @@ def evaluation_indices(config: dict, data, fp: str | None = None) -> tuple[np.nd
 
 
 def run(args: argparse.Namespace) -> int:
-    config = read_run_config(args.run)
-    detector = load_run(args.run)
-    transform = load_for_run(args.run, config)  # None: the run learned on raw images
-    want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
-    shape = None if None in want else want
+    scorer = RunScorer.load(args.run)
+    config, transform, shape = scorer.config, scorer.transform, scorer.image_shape
     # pass 1 (images read, not kept): labels, names and the fingerprint that says whether
     # these are the training data
     found = scan_images(args.data, args.batch_size, shape)
@@ -85,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     if not len(found.labels):
         raise DataError(f"{args.data}: no images")
     idx, which = evaluation_indices(config, data, found.fingerprint)
-    normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
     # pass 2: score the chosen images a batch at a time
     wanted = np.zeros(len(found.labels), dtype=bool)
     wanted[idx] = True
@@ -99,15 +92,9 @@ def run(args: argparse.Namespace) -> int:
             pos += len(batch.names)
             if not keep.any():
                 continue
-            images = batch.images if keep.all() else batch.images[keep]
-            if transform is not None:
-                images = transform(images, progress=False)
-            x = normaliser(images)
-            s = score_images(detector, x, args.batch_size, args.device)
-            if transform is not None:
-                s[~transform.fitted] = np.nan
-            parts.append(s)
-            every = score_all_images(detector, x, args.batch_size, args.device)
+            x, fitted = scorer.inputs(batch.images if keep.all() else batch.images[keep])
+            parts.append(scorer.score_inputs(x, fitted, args.batch_size, args.device))
+            every = score_all_images(scorer.detector, x, args.batch_size, args.device)
             if every:
                 every_parts.append(every)
             bar.update(int(keep.sum()))

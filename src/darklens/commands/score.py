@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from darklens.data.dataset import Normaliser
 from darklens.data.stream import ON_BAD, BadInput, ImageBatch, count_images, stream_images
 from darklens.errors import DarklensError, DataError
 from darklens.evaluate.conformal import (
@@ -56,10 +55,9 @@ from darklens.evaluate.conformal import (
     flags_at_fpr,
 )
 from darklens.evaluate.where_maps import where_maps
-from darklens.fit.residual_input import load_for_run
 from darklens.io import write_text_atomic
-from darklens.models.persistence import load_run, read_calibration, read_run_config
-from darklens.models.scoring import score_images
+from darklens.models.persistence import read_calibration
+from darklens.models.scoring import RunScorer
 from darklens.progress import progress_bar
 from darklens.report.gallery import save_overlay
 
@@ -98,18 +96,14 @@ def run(args: argparse.Namespace) -> int:
                 check_rate(rate, name)
             except ValueError as err:
                 raise DarklensError(str(err)) from None
-    config = read_run_config(args.run)
+    scorer = RunScorer.load(args.run)
+    detector, transform, shape = scorer.detector, scorer.transform, scorer.image_shape
     calibration = read_calibration(args.run)
     if calibration is not None and calibration.size == 0:
         raise DarklensError(f"{args.run}: calibration.json holds no scores")
     if calibration is None and args.fdr is not None:
         raise DarklensError(f"{args.run}: --fdr needs the run's calibration scores "
                             "(calibration.json); retrain the run with `darklens train`")
-    detector = load_run(args.run)
-    transform = load_for_run(args.run, config)  # None: the run learned on raw images
-    normaliser = Normaliser.from_dict(config.get("normaliser", {"mode": "none"}))
-    want = (detector.config.get("in_channels", 1),) + (detector.config.get("image_size"),) * 2
-    shape = None if None in want else want
     rows: list[tuple[str, str, float | str]] = []
     map_files: list[str] | None = [] if args.maps else None
     maps_dir = Path(args.maps) if args.maps else None
@@ -128,16 +122,11 @@ def run(args: argparse.Namespace) -> int:
                         map_files.append("")
                     bar.update(1)
                     continue
-                images = item.images
-                if transform is not None:
-                    images = transform(images, progress=False)
-                scores = score_images(detector, normaliser(images), args.batch_size,
-                                      args.device)
-                if transform is not None:
-                    scores[~transform.fitted] = np.nan
+                x, fitted = scorer.inputs(item.images)
+                scores = scorer.score_inputs(x, fitted, args.batch_size, args.device)
                 if maps_dir is not None and map_files is not None:
-                    map_files += _write_maps(maps_dir, len(rows), item, normaliser(images),
-                                             detector, scores, args.device)
+                    map_files += _write_maps(maps_dir, len(rows), item, x, detector, scores,
+                                             args.device)
                 for name, label, sc in zip(item.names, item.labels, scores, strict=True):
                     rows.append((name, item.class_names[label] if label >= 0 else "",
                                  float(sc)))

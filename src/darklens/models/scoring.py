@@ -1,12 +1,20 @@
-"""Score many images with a detector in batches (eval mode, no gradients)."""
+"""Score many images with a detector in batches (eval mode, no gradients), and a saved run's
+images as its training saw them (``RunScorer``)."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from darklens.data.dataset import Normaliser
 from darklens.device import resolve_device
+from darklens.fit.residual_input import ResidualInput, load_for_run
 from darklens.models.base import Detector
+from darklens.models.persistence import load_run, read_run_config
 
 
 @torch.no_grad()
@@ -38,3 +46,59 @@ def score_images(detector: Detector, images: np.ndarray | torch.Tensor, batch_si
         raise RuntimeError(f"{detector.name}.score returned shape {scores.shape}, "
                            f"expected ({x.shape[0]},)")
     return scores
+
+
+@dataclass
+class RunScorer:
+    """A trained detector and what its run does to images before it scores them: the input
+    transform of a run trained on residual maps (``--input residual``), then the normaliser.
+
+    The one way from raw images to a run's scores, for ``darklens score``, ``darklens
+    evaluate`` and ``darklens.Detector.score``. ``config``: the run's config.json (empty for a
+    detector that was trained in this process and not loaded).
+    """
+
+    detector: Detector
+    normaliser: Normaliser
+    transform: ResidualInput | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> RunScorer:
+        """The run in ``run_dir`` (weights read as tensors only; a bad run is a one-line
+        ``CheckpointError``)."""
+        config = read_run_config(run_dir)
+        return cls(load_run(run_dir),
+                   Normaliser.from_dict(config.get("normaliser", {"mode": "none"})),
+                   load_for_run(run_dir, config), config)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the images the detector was trained on (None if it does not say)."""
+        size = self.detector.config.get("image_size")
+        if size is None:
+            return None
+        return int(self.detector.config.get("in_channels", 1)), int(size), int(size)
+
+    def inputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The images as the detector takes them (transformed, normalised), and which of
+        them the transform could fit (None: no transform, all)."""
+        fitted = None
+        if self.transform is not None:
+            images = self.transform(images, progress=False)
+            fitted = np.asarray(self.transform.fitted, dtype=bool).copy()
+        return self.normaliser(images), fitted
+
+    def score_inputs(self, x: np.ndarray, fitted: np.ndarray | None, batch_size: int = 256,
+                     device: str = "cpu") -> np.ndarray:
+        """Scores (N,) float64 of what ``inputs`` returned; NaN where the transform failed."""
+        scores = score_images(self.detector, x, batch_size, device)
+        if fitted is not None:
+            scores[~fitted] = np.nan
+        return scores
+
+    def score(self, images: np.ndarray, batch_size: int = 256,
+              device: str = "cpu") -> np.ndarray:
+        """Scores (N,) float64 of raw images (N, C, H, W); NaN for an image the transform
+        (residual input) could not fit."""
+        return self.score_inputs(*self.inputs(images), batch_size, device)
