@@ -21,21 +21,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: The public API: ``darklens.api.__all__`` (tests/api/test_package.py keeps them equal).
-__all__ = [
+#: The public API's names, held here once: ``darklens.api.__all__`` is this list, and the
+#: package's ``__all__`` adds ``__version__`` (tests/api/test_package.py checks __init__.pyi).
+_API_NAMES = (
     "DarklensError",
     "Detector",
     "ImagesLike",
     "LensData",
     "Regressor",
     "SmoothFit",
-    "__version__",
     "benchmark",
     "create_detector",
     "fit_smooth_lens",
     "load",
     "simulate",
-]
+)
+__all__ = [*_API_NAMES, "__version__"]
 
 #: Public functions whose names are also modules of this package.
 _CALLABLE_MODULES = ("simulate", "benchmark")
@@ -45,7 +46,7 @@ def __getattr__(name: str) -> Any:
     """Load a public name on first use (PEP 562)."""
     if name in _CALLABLE_MODULES:
         return importlib.import_module(f"{__name__}.{name}")  # made callable on import
-    if name in __all__:
+    if name in _API_NAMES:
         value = getattr(importlib.import_module(f"{__name__}.api"), name)
         globals()[name] = value
         return value

@@ -1,5 +1,6 @@
 # Types of the package root for type checkers: the public API that __init__.py re-exports
-# lazily (tests/api/test_package.py keeps this list equal to darklens.api.__all__).
+# lazily (tests/api/test_package.py keeps this list equal to darklens.api.__all__, which is
+# the package's _API_NAMES).
 from darklens.api import DarklensError as DarklensError
 from darklens.api import Detector as Detector
 from darklens.api import ImagesLike as ImagesLike
@@ -13,4 +14,5 @@ from darklens.api import load as load
 from darklens.api import simulate as simulate
 
 __version__: str
+_API_NAMES: tuple[str, ...]
 __all__: list[str]

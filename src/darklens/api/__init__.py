@@ -15,26 +15,17 @@ Examples:
     (4,)
 """
 
-from darklens.api._arrays import ImagesLike
-from darklens.api._benchmark import benchmark
-from darklens.api._data import load, simulate
-from darklens.api._detector import Detector, create_detector
-from darklens.api._fit import fit_smooth_lens
-from darklens.api._regressor import Regressor
-from darklens.data.lensdata import LensData
-from darklens.errors import DarklensError
-from darklens.fit.fitter import SmoothFit
+from darklens import _API_NAMES
+from darklens.api._arrays import ImagesLike as ImagesLike
+from darklens.api._benchmark import benchmark as benchmark
+from darklens.api._data import load as load
+from darklens.api._data import simulate as simulate
+from darklens.api._detector import Detector as Detector
+from darklens.api._detector import create_detector as create_detector
+from darklens.api._fit import fit_smooth_lens as fit_smooth_lens
+from darklens.api._regressor import Regressor as Regressor
+from darklens.data.lensdata import LensData as LensData
+from darklens.errors import DarklensError as DarklensError
+from darklens.fit.fitter import SmoothFit as SmoothFit
 
-__all__ = [
-    "DarklensError",
-    "Detector",
-    "ImagesLike",
-    "LensData",
-    "Regressor",
-    "SmoothFit",
-    "benchmark",
-    "create_detector",
-    "fit_smooth_lens",
-    "load",
-    "simulate",
-]
+__all__ = list(_API_NAMES)  # one list, in the package root (which must not import this one)
