@@ -12,40 +12,30 @@ are reproducible); DeepLense decoded one random sample.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from darklens.models.base import Detector, register_detector
-from darklens.models.encoders import (
-    DEEPLENSE_TRAIN_DEFAULTS,
-    DeepLenseDecoder,
-    DeepLenseEncoder,
-    reconstruction_error,
-)
+from darklens.models.autoencoder import DeepLenseAutoencoder
+from darklens.models.base import register_detector
 
 
 @register_detector
-class CVAE(Detector):
+class CVAE(DeepLenseAutoencoder):
     """Convolutional VAE with a configurable KL weight."""
 
     name = "cvae"
     representation = "encoder mean"
-    train_defaults: ClassVar[dict[str, Any]] = DEEPLENSE_TRAIN_DEFAULTS
 
     def __init__(self, image_size: int = 64, in_channels: int = 1, latent_dim: int = 1000,
                  beta_kl: float = 0.0, out_activation: str = "tanh"):
-        super().__init__(image_size=image_size, in_channels=in_channels, latent_dim=latent_dim,
-                         beta_kl=beta_kl, out_activation=out_activation)
-        self.encoder = DeepLenseEncoder(image_size, in_channels, relu_last=True)
-        feats = self.encoder.features
-        self.mu = nn.Linear(feats, latent_dim)
-        self.logvar = nn.Linear(feats, latent_dim)
-        self.expand = nn.Linear(latent_dim, feats)
-        self.decoder = DeepLenseDecoder(image_size, in_channels, out_activation)
+        super().__init__(image_size, in_channels, latent_dim, out_activation, beta_kl=beta_kl)
         self.beta_kl = float(beta_kl)
+
+    def build_bottleneck(self, features: int, latent_dim: int) -> None:
+        self.mu = nn.Linear(features, latent_dim)
+        self.logvar = nn.Linear(features, latent_dim)
+        self.expand = nn.Linear(latent_dim, features)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
@@ -53,6 +43,10 @@ class CVAE(Detector):
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(self.expand(z))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoded from the mean mu (deterministic)."""
+        return self.decode(self.encode(x)[0])
 
     def training_loss(self, batch: Tensor) -> Tensor:
         mu, logvar = self.encode(batch)
@@ -69,14 +63,3 @@ class CVAE(Detector):
     def embed(self, images: Tensor) -> Tensor:
         """Features for the report's representation map: the encoder mean."""
         return self.encode(images)[0]
-
-    @torch.no_grad()
-    def score(self, images: Tensor) -> Tensor:
-        mu, _ = self.encode(images)
-        return reconstruction_error(images, self.decode(mu))
-
-    @torch.no_grad()
-    def where_map(self, images: Tensor) -> Tensor:
-        """Per-pixel squared reconstruction error (decoded from the mean), (B, H, W)."""
-        mu, _ = self.encode(images)
-        return (self.decode(mu) - images).square().sum(dim=1)
