@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darklens.api._arrays import ImagesLike, as_images, as_lensdata
-from darklens.api._rundir import TempRunDir, copy_run
+from darklens.api._rundir import RunDirHolder
 from darklens.data.dataset import Split
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError, DataError
@@ -35,7 +35,7 @@ from darklens.train.detector_run import (
 from darklens.train.loop import TrainResult
 
 
-class Detector:
+class Detector(RunDirHolder):
     """An anomaly detector: ``fit`` on normal images, ``score`` any (higher = more anomalous).
 
     Build one with :func:`create_detector` (or ``Detector(name, **options)``), or load a trained
@@ -65,12 +65,12 @@ class Detector:
         self._split: Split | None = None
         self._result: TrainResult | None = None
         self._scorer: RunScorer | None = None
-        self._run_dir: Path | None = None
-        self._temp: TempRunDir | None = None
 
     def __repr__(self) -> str:
-        state = "untrained" if self.module is None else f"trained, run in {self._run_dir}"
-        return f"Detector({self.name!r}, {state})"
+        return f"Detector({self.name!r}, {self._state()})"
+
+    def _what(self) -> str:
+        return f"detector {self.name}"
 
     def fit(self, data: ImagesLike | LensData, *, epochs: int | None = None,
             batch_size: int | None = None, lr: float | None = None, seed: int = 0,
@@ -120,13 +120,9 @@ class Detector:
         if cal_fraction > 0 and sets.cal is None:
             raise DarklensError(f"cal_fraction {cal_fraction} leaves no calibration normals "
                                 f"out of {sets.n_normal}")
-        if out is None:
-            self._temp = TempRunDir()
-            run_dir = self._temp.path
-        else:
-            run_dir = Path(out)
-            if (run_dir / "config.json").exists():
-                raise DarklensError(f"{run_dir} already holds a finished run; choose another out")
+        run_dir = self._use_run_dir(out)
+        if (run_dir / "config.json").exists():
+            raise DarklensError(f"{run_dir} already holds a finished run; choose another out")
         det_opts = dict(self.options)
         extra: dict[str, Any] = {"views": {"mode": "augment"}, "input": {"kind": "raw"}}
         inst = instrument_options(self.name, det_opts, None, lens, sets.image_size, seed)
@@ -195,9 +191,7 @@ class Detector:
         Returns:
             ``path``.
         """
-        self._scoring()
-        assert self._run_dir is not None
-        return copy_run(self._run_dir, Path(path))
+        return self._save_run(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Detector:
@@ -216,7 +210,7 @@ class Detector:
 
     def _scoring(self) -> RunScorer:
         if self._scorer is None:
-            raise DarklensError(f"detector {self.name} is not trained: call fit() first")
+            raise DarklensError(f"{self._what()} is not trained: call fit() first")
         return self._scorer
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darklens.api._arrays import ImagesLike, as_images
-from darklens.api._rundir import TempRunDir, copy_run
+from darklens.api._rundir import RunDirHolder
 from darklens.data.lensdata import LensData
 from darklens.errors import DarklensError
 from darklens.models.regression_persistence import (
@@ -22,7 +22,7 @@ from darklens.models.regression_persistence import (
 from darklens.train.regression import RegressionConfig, train_regression
 
 
-class Regressor:
+class Regressor(RunDirHolder):
     """A regressor of metadata columns with a Gaussian uncertainty per image, as ``darklens
     regress``: ``fit`` on a labelled LensData, ``predict`` the mean and sigma of any images.
 
@@ -55,12 +55,12 @@ class Regressor:
         self.config = RegressionConfig.from_dict({"targets": names, **config})
         self.info: dict[str, Any] | None = None
         self._run: RegressionRun | None = None
-        self._run_dir: Path | None = None
-        self._temp: TempRunDir | None = None
 
     def __repr__(self) -> str:
-        state = "untrained" if self._run is None else f"trained, run in {self._run_dir}"
-        return f"Regressor({self.targets}, {state})"
+        return f"Regressor({self.targets}, {self._state()})"
+
+    def _what(self) -> str:
+        return "regressor"
 
     @property
     def targets(self) -> list[str]:
@@ -84,11 +84,7 @@ class Regressor:
         """
         if not isinstance(data, LensData):
             raise DarklensError("Regressor.fit needs a LensData (images with their metadata)")
-        if out is None:
-            self._temp = TempRunDir()
-            run_dir = self._temp.path
-        else:
-            run_dir = Path(out)
+        run_dir = self._use_run_dir(out)
         self.info = train_regression(data, self.config, run_dir, data_source="python",
                                      log=print if verbose else _quiet)
         self._run, self._run_dir = load_regression_run(run_dir), run_dir
@@ -121,9 +117,7 @@ class Regressor:
         Returns:
             ``path``.
         """
-        if self._run_dir is None:
-            raise DarklensError("regressor is not trained: call fit() first")
-        return copy_run(self._run_dir, Path(path))
+        return self._save_run(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Regressor:
