@@ -5,13 +5,13 @@ score` pass those errors on as the user should see them."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from bad_npy import npy_bytes, pickled_npy
 from darklens.cli import main
 from darklens.data.formats import write_deeplense_folder, write_shard
 from darklens.data.lensdata import LensData
@@ -20,26 +20,14 @@ from toy_lenses import toy_lensdata
 SIZE = 16
 
 
-def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=allow_pickle)
-    return buf.getvalue()
-
-
-def _pickled() -> bytes:
-    obj = np.empty(2, dtype=object)
-    obj[0], obj[1] = np.zeros((SIZE, SIZE), np.float32), 1e-23
-    return _npy(obj, allow_pickle=True)
-
-
 NPY = {  # one bad image among good ones in a DeepLense folder: (bytes, words of the cause)
-    "nan": (_npy(np.full((SIZE, SIZE), np.nan, np.float32)), "NaN"),
-    "int": (_npy(np.ones((SIZE, SIZE), np.int32)), "integer dtype"),
-    "complex": (_npy(np.ones((SIZE, SIZE), np.complex64)), "complex dtype"),
-    "3d": (_npy(np.ones((2, SIZE, SIZE), np.float32)), "wrong shape"),
+    "nan": (npy_bytes(np.full((SIZE, SIZE), np.nan, np.float32)), "NaN"),
+    "int": (npy_bytes(np.ones((SIZE, SIZE), np.int32)), "integer dtype"),
+    "complex": (npy_bytes(np.ones((SIZE, SIZE), np.complex64)), "complex dtype"),
+    "3d": (npy_bytes(np.ones((2, SIZE, SIZE), np.float32)), "wrong shape"),
     "zero-byte": (b"", "empty file"),
-    "truncated": (_npy(np.ones((SIZE, SIZE), np.float32))[:-7], "truncated"),
-    "pickled": (_pickled(), "--trust-pickle"),
+    "truncated": (npy_bytes(np.ones((SIZE, SIZE), np.float32))[:-7], "truncated"),
+    "pickled": (pickled_npy(np.zeros((SIZE, SIZE), np.float32)), "--trust-pickle"),
     "huge-header": (b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, "
                     b"'shape': (1000000, 1000000), }" + b" " * 54 + b"\n", "truncated"),
 }

@@ -24,19 +24,16 @@ KEYS = ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95")
 
 
 @pytest.fixture(scope="module")
-def axion_dir(tmp_path_factory):
+def axion_dir(tmp_path_factory, simulate_vortices):
     """40 model-iii vortex images at 32x32, as HDF5 shards (log10_axion_mass is defined)."""
-    out = tmp_path_factory.mktemp("axion")
-    assert main(["simulate", "--preset", "model-iii", "--n-per-class", "40", "--classes",
-                 "vortex", "--out", str(out), "--seed", "1", "--set", "n_pix=32"]) == 0
-    return out
+    return simulate_vortices(tmp_path_factory.mktemp("axion"), 40, 1)
 
 
 def _train(data, out, *extra):
     return main(["regress", "train", "--data", str(data), "--out", str(out), *extra])
 
 
-def test_train_evaluate_predict(axion_dir, tmp_path, capsys):
+def test_train_evaluate_predict(axion_dir, tmp_path, capsys, simulate_vortices):
     run = tmp_path / "run"
     assert _train(axion_dir, run, "--target", "log10_axion_mass", "--epochs", "2",
                   "--ensemble", "2", "--batch-size", "16") == 0
@@ -90,9 +87,7 @@ def test_train_evaluate_predict(axion_dir, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("file,index,log10_axion_mass_mean")
 
     # other data (another seed): every usable image is scored
-    other = tmp_path / "other"
-    assert main(["simulate", "--preset", "model-iii", "--n-per-class", "6", "--classes",
-                 "vortex", "--out", str(other), "--seed", "9", "--set", "n_pix=32"]) == 0
+    other = simulate_vortices(tmp_path / "other", 6, 9)
     assert main(["regress", "evaluate", str(run), "--data", str(other), "--no-tta"]) == 0
     assert json.loads((run / "metrics.json").read_text())["n_images"] == 6
 

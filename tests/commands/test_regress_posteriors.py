@@ -15,12 +15,9 @@ from darklens.data.formats import load_dataset
 
 
 @pytest.fixture(scope="module")
-def axion_dir(tmp_path_factory):
+def axion_dir(tmp_path_factory, simulate_vortices):
     """60 model-iii vortex images at 32x32, as HDF5 shards."""
-    out = tmp_path_factory.mktemp("axion")
-    assert main(["simulate", "--preset", "model-iii", "--n-per-class", "60", "--classes",
-                 "vortex", "--out", str(out), "--seed", "2", "--set", "n_pix=32"]) == 0
-    return out
+    return simulate_vortices(tmp_path_factory.mktemp("axion"), 60, 2)
 
 
 @pytest.fixture(scope="module")

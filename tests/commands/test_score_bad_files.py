@@ -14,6 +14,7 @@ import io
 import numpy as np
 import pytest
 
+from bad_npy import npy_bytes, pickled_npy
 from darklens.cli import main
 from darklens.data.formats import write_deeplense_folder, write_shard
 from toy_lenses import toy_lensdata
@@ -21,23 +22,12 @@ from toy_lenses import toy_lensdata
 SIZE = 16
 
 
-def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=allow_pickle)
-    return buf.getvalue()
-
-
-def _pickled() -> bytes:
-    obj = np.empty(2, dtype=object)
-    obj[0], obj[1] = np.zeros((SIZE, SIZE), np.float32), 1e-23
-    return _npy(obj, allow_pickle=True)
-
-
 BAD = {  # file name -> (bytes, words of the cause)
-    "a_nan.npy": (_npy(np.full((SIZE, SIZE), np.nan, np.float32)), "NaN"),
-    "b_truncated.npy": (_npy(np.ones((SIZE, SIZE), np.float32))[:-7], "truncated"),
-    "c_pickled.npy": (_pickled(), "--trust-pickle"),
-    "d_big.npy": (_npy(np.ones((SIZE + 8, SIZE + 8), np.float32)), "the run was trained on"),
+    "a_nan.npy": (npy_bytes(np.full((SIZE, SIZE), np.nan, np.float32)), "NaN"),
+    "b_truncated.npy": (npy_bytes(np.ones((SIZE, SIZE), np.float32))[:-7], "truncated"),
+    "c_pickled.npy": (pickled_npy(np.zeros((SIZE, SIZE), np.float32)),
+                      "--trust-pickle"),
+    "d_big.npy": (npy_bytes(np.ones((SIZE + 8, SIZE + 8), np.float32)), "the run was trained on"),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import tempfile
 from pathlib import Path
@@ -12,18 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bad_npy import npy_bytes, pickled_npy
 from darklens.data.npy_safe import load_npy, read_npy_header, save_npy
 from darklens.errors import DataError
 from reference import deeplense_reference
 
 RNG = np.random.default_rng(1)
 IMAGE = RNG.normal(size=(8, 8)).astype(np.float32)
-
-
-def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=allow_pickle)
-    return buf.getvalue()
 
 
 def header_bytes(header: str, version: tuple[int, int] = (1, 0)) -> bytes:
@@ -81,12 +75,6 @@ def test_real_deeplense_images_load() -> None:
 # ----------------------------------------------------------------------------- bad files
 
 
-def _pickled() -> bytes:
-    obj = np.empty(2, dtype=object)
-    obj[0], obj[1] = IMAGE, 1e-23
-    return npy_bytes(obj, allow_pickle=True)
-
-
 BAD_FILES = {
     "nan": (npy_bytes(np.where(IMAGE > 1, np.nan, IMAGE)), "NaN"),
     "inf": (npy_bytes(np.where(IMAGE > 1, np.inf, IMAGE)), "Inf"),
@@ -106,7 +94,8 @@ BAD_FILES = {
     "truncated-header": (npy_bytes(IMAGE)[:40], "truncated file"),
     "only-magic": (npy_bytes(IMAGE)[:7], "truncated file"),
     "trailing-bytes": (npy_bytes(IMAGE) + b"\0" * 8, "unexpected bytes"),
-    "pickled-object-array": (_pickled(), "darklens convert-deeplense SRC DST --trust-pickle"),
+    "pickled-object-array": (pickled_npy(IMAGE),
+                             "darklens convert-deeplense SRC DST --trust-pickle"),
     "huge-shape": (
         header_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }")
         + b"\0" * 64,
