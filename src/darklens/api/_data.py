@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 
 from darklens.data.formats import load_dataset
-from darklens.data.lensdata import CLASSES, LensData
+from darklens.data.lensdata import CLASSES, LensData, check_classes
 from darklens.errors import DarklensError
 from darklens.simulate.presets import get_preset
 from darklens.simulate.simulator import simulate_dataset
@@ -41,9 +41,7 @@ def simulate(preset: str, n_per_class: int, seed: int = 0, *,
     """
     if n_per_class < 1:
         raise DarklensError(f"n_per_class must be at least 1, got {n_per_class}")
-    bad = [c for c in classes if c not in CLASSES]
-    if bad:
-        raise DarklensError(f"unknown class {bad[0]!r}; known: {', '.join(CLASSES)}")
+    check_classes(classes)
     try:
         spec = get_preset(preset, {k: str(v) for k, v in overrides.items()})
     except (KeyError, ValueError) as err:

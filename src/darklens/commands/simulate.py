@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from darklens.data.lensdata import CLASSES
+from darklens.data.lensdata import CLASSES, check_classes
 from darklens.errors import DarklensError
 from darklens.progress import progress_bar
 from darklens.simulate.backend import BACKENDS, ENV_VAR, backend_for_job, resolve_backend
@@ -65,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_per_class < 1:
         raise DarklensError("--n-per-class must be at least 1")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    bad = [c for c in classes if c not in CLASSES]
-    if bad:
-        raise DarklensError(f"unknown class {bad[0]!r}; known: {', '.join(CLASSES)}")
+    check_classes(classes)
     try:
         preset = get_preset(args.preset, parse_overrides(args.set))
     except (KeyError, ValueError) as err:

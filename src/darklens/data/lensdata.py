@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from darklens.errors import DarklensError
+
 CLASSES: tuple[str, ...] = ("no_sub", "cdm", "vortex")
+
+
+def check_classes(classes: Iterable[str]) -> None:
+    """A one-line ``DarklensError`` naming the first of ``classes`` that is not one of the
+    simulator's ``CLASSES`` (``darklens simulate --classes``, ``darklens.simulate``)."""
+    bad = [c for c in classes if c not in CLASSES]
+    if bad:
+        raise DarklensError(f"unknown class {bad[0]!r}; known: {', '.join(CLASSES)}")
 
 
 @dataclass
