@@ -390,6 +390,34 @@ def test_physical_pseudo_anomalies_drive_the_choice(trained: InfoTheoretic) -> N
         trained.diagnostics()["patch_swap_auroc"][trained.default_score])
 
 
+def test_epoch_choice_follows_the_pseudo_auroc_of_physical_pseudo_anomalies() -> None:
+    normal, blobs = rings(64, 1), rings(64, 9, blob=True)
+    det = train(epochs=3, epoch_choice="auto")
+    assert det.selection_loss([rings(64, 0)], [normal]) is None  # no physical pseudo-anomalies
+    det.set_pseudo_anomalies(blobs)
+    loss = det.selection_loss([rings(64, 0)], [normal])
+    # minus the chosen score's AUROC of blobs against the validation normals (computed here)
+    chosen = det.default_score
+    s = det.score_all(torch.cat([normal, blobs]))[chosen]
+    assert loss == pytest.approx(-roc_auc_score([0] * 64 + [1] * 64, s.numpy()), abs=1e-6)
+    assert loss < -0.9
+    det.config["epoch_choice"] = "validation"
+    assert det.selection_loss([rings(64, 0)], [normal]) is None
+    with pytest.raises(ValueError, match="epoch_choice"):
+        create_detector("infotheoretic", **SMALL, epoch_choice="best")
+
+
+def test_training_keeps_the_epoch_with_the_best_pseudo_auroc(tmp_path) -> None:
+    det = create_detector("infotheoretic", **SMALL)
+    det.set_pseudo_anomalies(rings(64, 9, blob=True))
+    result = fit(det, TensorDataset(rings(256, 0)), TensorDataset(rings(64, 1)),
+                 TrainConfig(epochs=3, batch_size=64, lr=3e-3, progress=False,
+                             out_dir=str(tmp_path)))
+    choice = [row["selection_loss"] for row in result.history]
+    assert result.best_epoch == 1 + int(np.argmin(choice))
+    assert result.best_val_loss == pytest.approx(min(choice))
+
+
 def test_a_model_saved_before_the_patch_buffers_still_loads(trained: InfoTheoretic) -> None:
     state = {k: v for k, v in trained.state_dict().items()
              if k not in ("bank_patches", "patch_swap_values")}

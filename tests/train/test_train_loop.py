@@ -127,6 +127,36 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert torch.equal(det.w.detach(), snapshots[1])
 
 
+def test_a_models_selection_loss_picks_the_epoch_in_place_of_the_validation_loss(tmp_path):
+    class Choosing(_Scripted):
+        """Validation loss falls every epoch; the model's own criterion is best at epoch 2."""
+
+        def __init__(self):
+            super().__init__()
+            self.choices = iter((0.5, 0.2, 0.4, 0.3))
+
+        def validation_loss(self, batch):
+            return torch.tensor(1.0 / (1 + self.val_calls))
+
+        def selection_loss(self, loader, val_loader=None):
+            assert next(iter(loader)).shape[0] > 0 and val_loader is not None
+            return next(self.choices)
+
+    det = Choosing()
+    snapshots = []
+
+    def hook(epoch, row):
+        det.val_calls += 1
+        snapshots.append(det.w.detach().clone())
+
+    cfg = TrainConfig(epochs=4, batch_size=8, out_dir=str(tmp_path), progress=False)
+    result = fit(det, _data(32, 0), _data(8, 1), cfg, on_epoch_end=hook)
+    assert result.best_epoch == 2 and torch.equal(det.w.detach(), snapshots[1])
+    assert [row["selection_loss"] for row in result.history] == [0.5, 0.2, 0.4, 0.3]
+    with open(tmp_path / LOSS_CSV) as f:
+        assert [float(r["selection_loss"]) for r in csv.DictReader(f)] == [0.5, 0.2, 0.4, 0.3]
+
+
 class _Stream(IterableDataset):
     """An endless stream of toy rings whose draws depend on the epoch (resumable)."""
 

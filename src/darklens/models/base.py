@@ -122,6 +122,12 @@ class Detector(nn.Module):
     def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
         """Called once after training with the final weights (training and validation data)."""
 
+    def selection_loss(self, loader: Iterable, val_loader: Iterable | None = None
+                       ) -> float | None:
+        """A label-free criterion for the best epoch, lower is better, computed after each
+        epoch; None (the default) leaves the choice to the validation loss."""
+        return None
+
     def forward(self, batch: Tensor, part: str = "main") -> Tensor:
         """The loss of one part, so that a DistributedDataParallel wrapper sees every forward."""
         return self.part_loss(batch, part)

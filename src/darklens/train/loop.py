@@ -5,7 +5,8 @@
 properties on (image, target) pairs (``darklens.train.regression``). Per batch it runs the
 detector's optimiser groups in order (one group for most models, three for the AAE): loss,
 backward, gradient clipping, step, scheduler step. After every epoch it computes the validation
-loss (and the model's ``validation_terms``), appends a row to ``<out_dir>/losses.csv`` (with the
+loss (and the model's ``validation_terms``; a model's label-free ``selection_loss``, where it
+gives one, decides the best epoch in its place), appends a row to ``<out_dir>/losses.csv`` (with the
 loss's separate terms where the model reports them, ``epoch_terms``) and writes
 ``<out_dir>/checkpoint.pt`` atomically (model, optimisers, schedulers, RNG states, history, best
 model so far). ``resume=True`` continues from that checkpoint and ends with the same weights as an
@@ -351,6 +352,11 @@ def fit(detector: Trainable, train_data: Dataset, val_data: Dataset | None = Non
                                        f"epoch {epoch + 1}; last good checkpoint: {ckpt_path}")
             row["val_loss"] = val
             row.update(detector.validation_terms())
+            # a model's own label-free criterion, where it has one, picks the epoch instead
+            chosen = detector.selection_loss(_Images(train_data, cfg, device),
+                                             _Images(val_data, cfg, device))
+            if chosen is not None:
+                row["selection_loss"] = val = float(chosen)
             if result.best_val_loss is None or val < result.best_val_loss - cfg.min_delta:
                 result.best_val_loss, result.best_epoch, bad_epochs = val, epoch + 1, 0
                 if cfg.restore_best:

@@ -161,6 +161,10 @@ class RegressionTrainable(nn.Module):
     def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None:
         pass
 
+    def selection_loss(self, loader: Iterable, val_loader: Iterable | None = None
+                       ) -> float | None:
+        return None  # the validation loss picks the epoch
+
 
 def _training_priors(cfg: RegressionConfig, train_vals: np.ndarray, all_vals: np.ndarray,
                      preset: Any, source: str) -> dict[str, dict[str, Any]]:

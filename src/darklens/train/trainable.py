@@ -31,6 +31,9 @@ class Trainable(Protocol):
     - ``epoch_terms()``: the training loss's terms since the last call, then reset.
     - ``fit_start(images)`` / ``fit_end(images, val_images)``: once before the first epoch
       (not on resume) and once after training.
+    - ``selection_loss(images, val_images)``: after every epoch, a label-free criterion for the
+      best epoch (lower is better) that takes the validation loss's place for ``best_epoch``
+      and early stopping; None where the model has none.
     """
 
     name: ClassVar[str]
@@ -49,4 +52,7 @@ class Trainable(Protocol):
     def fit_start(self, loader: Iterable) -> None: ...
 
     def fit_end(self, loader: Iterable, val_loader: Iterable | None = None) -> None: ...
+
+    def selection_loss(self, loader: Iterable, val_loader: Iterable | None = None
+                       ) -> float | None: ...
 

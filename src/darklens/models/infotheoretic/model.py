@@ -36,6 +36,10 @@ SCORES: tuple[str, ...] = ("norm", "neg_norm", "knn", "critic")
 # Backbones: SmallCNN (strided convolutions, global average pooling) or the position-aware
 # SpatialCNN (coordinate channels, no pooling, patch-level score ``patch_knn``).
 ENCODERS: tuple[str, ...] = ("pooled", "spatial")
+# Which epoch's weights to keep: the lowest validation loss, or the highest pseudo-AUROC of the
+# chosen score (the label-free choice, after every epoch); "auto": pseudo where physical
+# pseudo-anomalies were given (``set_pseudo_anomalies``), else the validation loss.
+EPOCH_CHOICES: tuple[str, ...] = ("auto", "validation", "pseudo")
 
 
 class _Decoder(nn.Module):
@@ -111,6 +115,7 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         collapse_ratio: float = 1e-3,
         collapse_abs: float = 1e-6,
         collapse_mi: float = 0.02,
+        epoch_choice: str = "auto",
         seed: int = 0,
         normalize: bool | None = None,
     ) -> None:
@@ -140,6 +145,8 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
             raise ValueError(f"score must be 'auto' or one of {names}, got {score!r}")
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if epoch_choice not in EPOCH_CHOICES:
+            raise ValueError(f"epoch_choice must be one of {EPOCH_CHOICES}, got {epoch_choice!r}")
 
         with torch.random.fork_rng(devices=[]):  # initial weights drawn from the config seed
             torch.manual_seed(int(seed))
@@ -328,6 +335,26 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         if n:
             self.center_vec.copy_(total / n)
         self.train(was_training)
+
+    @torch.no_grad()
+    def selection_loss(self, loader: Iterable, val_loader: Iterable | None = None
+                       ) -> float | None:
+        """Minus the pseudo-AUROC of the label-free choice of score after this epoch (memory
+        bank rebuilt, score chosen as in ``fit_end``), so that the training loop keeps the
+        epoch whose weights separate pseudo-anomalies best; None where ``epoch_choice`` leaves
+        the choice to the validation loss.
+
+        Why: the InfoNCE bound keeps rising long after the representation stops helping
+        detection (on model-ii the kNN AUROC peaks after one epoch and decays), and the
+        pseudo-AUROC on physical perturbers follows the test AUROC over epochs
+        (docs/infotheoretic.md).
+        """
+        choice = self.config["epoch_choice"]
+        physical = self.pseudo.dim() == 4 and self.pseudo.shape[0] > 0
+        if choice == "validation" or (choice == "auto" and not physical):
+            return None
+        self.fit_end(loader, val_loader)
+        return -float(self.selection_values[self.score_names().index(self.default_score)])
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:
