@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy_format
 
 
 @contextlib.contextmanager
@@ -53,6 +57,43 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class NpyRows:
+    """Rows of a ``.npy`` array appended a block at a time (see ``npy_rows``)."""
+
+    def __init__(self, raw: Any, row_shape: tuple[int, ...], dtype: np.dtype):
+        self._raw, self.row_shape, self.dtype, self.n = raw, row_shape, dtype, 0
+
+    def append(self, block: np.ndarray) -> None:
+        """Append ``block`` (n, *row_shape), converted to the file's dtype."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.row_shape:
+            raise ValueError(f"rows of shape {block.shape[1:]}, expected {self.row_shape}")
+        self._raw.write(block.tobytes())
+        self.n += len(block)
+
+
+@contextlib.contextmanager
+def npy_rows(path: str | os.PathLike, row_shape: tuple[int, ...],
+             dtype: Any = np.float32) -> Iterator[NpyRows]:
+    """Write a ``.npy`` array (n, *row_shape) whose rows come in blocks and whose length n
+    is known only at the end, without holding it in memory: the rows go to an unnamed temp
+    file beside ``path``; when the block succeeds, the header and the rows are written to
+    ``path`` atomically (the same bytes as ``np.save`` of the whole array); when it fails,
+    nothing is written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    dt = np.dtype(dtype)
+    with tempfile.TemporaryFile(dir=target.parent) as raw:
+        rows = NpyRows(raw, tuple(row_shape), dt)
+        yield rows
+        raw.seek(0)
+        header = {"descr": npy_format.dtype_to_descr(dt), "fortran_order": False,
+                  "shape": (rows.n, *rows.row_shape)}
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            npy_format.write_array_header_1_0(fh, header)
+            shutil.copyfileobj(raw, fh)
 
 
 def read_json_object(path: str | os.PathLike, what: str, missing_hint: str = "") -> dict[str, Any]:

@@ -7,7 +7,14 @@ import pytest
 
 from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset, save_npy, write_deeplense_folder, write_shard
-from darklens.data.stream import BadInput, ImageBatch, count_images, scan_images, stream_images
+from darklens.data.stream import (
+    BadInput,
+    ImageBatch,
+    count_images,
+    rebatch,
+    scan_images,
+    stream_images,
+)
 from darklens.errors import DataError
 from toy_lenses import toy_lensdata
 
@@ -56,3 +63,21 @@ def test_bad_files_skip_or_stop(tmp_path):
         list(stream_images(tmp_path))
     with pytest.raises(DataError, match="expected"):
         list(stream_images(tmp_path / "img0.npy", shape=(1, 8, 8)))
+
+
+def test_rebatch_cuts_as_the_loaded_data_and_keeps_bad_inputs_in_place(tmp_path):
+    data = toy_lensdata(5, size=16, seed=2)  # 15 images
+    for k, (lo, hi) in enumerate(((0, 5), (5, 6), (6, 15))):
+        write_shard(tmp_path / f"shard-{k:05d}.h5", data.select(np.arange(lo, hi)))
+    cut = list(rebatch(stream_images(tmp_path, batch_size=4), 4))
+    assert [len(b.names) for b in cut] == [4, 4, 4, 3]  # 5 + 1 + 9 images in 4s
+    np.testing.assert_array_equal(np.concatenate([b.images for b in cut]),
+                                  load_dataset(tmp_path).images)
+    bad = BadInput("x.npy", "NaN")
+    a, b = ImageBatch(data.images[:3], ["a0", "a1", "a2"], data.labels[:3], data.class_names), \
+        ImageBatch(data.images[3:6], ["b0", "b1", "b2"], data.labels[3:6], data.class_names)
+    out = list(rebatch([a, bad, b], 2))
+    assert [x.name if isinstance(x, BadInput) else x.names for x in out] == [
+        ["a0", "a1"], ["a2"], "x.npy", ["b0", "b1"], ["b2"]]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(rebatch([a], 0))

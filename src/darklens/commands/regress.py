@@ -9,7 +9,8 @@
   training data (same image fingerprint), only the held-out test images are scored; any
   other DIR is scored in full (it must then not contain training images: simulate it with
   another seed).
-- ``predict RUN FILES...``: predictions and uncertainties for any images, as CSV.
+- ``predict RUN FILES...``: predictions and uncertainties for any images, as CSV, read a
+  batch at a time (``darklens.commands.regress_predict``).
 - ``population RUN --data DIR [--target NAME] [--model mean|shared] [--out FILE.json]``:
   predicts every image of DIR (of the run's classes; its held-out test split if DIR is the
   training data) and combines them into one population quantity with its uncertainty,
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from darklens.commands import regress_predict
 from darklens.data.formats import load_dataset
 from darklens.data.targets import regression_subset
 from darklens.errors import DarklensError, DataError
@@ -34,7 +36,7 @@ from darklens.evaluate.calibration import calibration_report
 from darklens.evaluate.identifiability import identifiability
 from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import DIVISORS, MODELS, population_of_run, prior_std
-from darklens.io import atomic_path, write_json_atomic, write_text_atomic
+from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.posterior_heads import POSTERIORS
 from darklens.models.regression_persistence import (
     is_training_data,
@@ -101,17 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=run_evaluate)
 
-    q = rsub.add_parser("predict", help="predict targets (mean, sigma) for images")
-    q.add_argument("run", help="run directory")
-    q.add_argument("files", nargs="+", help=".npy images, HDF5 shards or data folders")
-    q.add_argument("--csv", help="write CSV here instead of printing it")
-    q.add_argument("--samples", help="also write the posterior draws here (.npy: images x "
-                                     "draws x targets, in the order of the CSV rows)")
-    q.add_argument("--n-samples", type=int, default=256, help="posterior draws per image")
-    q.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
-    q.add_argument("--no-tta", action="store_true")
-    q.add_argument("--device", default="cpu")
-    q.set_defaults(func=run_predict)
+    regress_predict.register(rsub)
 
     g = rsub.add_parser("population", help="one population quantity from many lenses, "
                                            "training prior divided out")
@@ -307,45 +299,6 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     w.writerow(columns)
     w.writerows(rows)
     return buf.getvalue()
-
-
-QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Per image and target: mean, sigma and the quantiles of ``QUANTILES`` of its posterior
-    (from ``--n-samples`` seeded draws); ``--samples FILE.npy`` also saves the draws."""
-    run = load_regression_run(args.run)
-    qnames = [f"q{100 * q:g}".replace(".", "_") for q in QUANTILES]
-    cols = ["file", "index"] + [f"{t}_{s}" for t in run.targets
-                                for s in ("mean", "sigma", *qnames)]
-    rows: list[list] = []
-    draws = []
-    for f in args.files:
-        data = load_dataset(f)
-        pred = predict_posteriors(run, data.images, tta=not args.no_tta,
-                                  n_samples=args.n_samples, density=False, seed=args.seed,
-                                  device=args.device)
-        quant = np.quantile(pred.samples, QUANTILES, axis=1)  # (Q, N, T)
-        draws.append(pred.samples)
-        files = data.attrs.get("files") if isinstance(data.attrs, dict) else None
-        for i in range(len(data)):
-            name = files[i] if files and len(files) == len(data) else f
-            rows.append([name, i] + [float(v) for j in range(len(run.targets))
-                                     for v in (pred.mean[i, j], pred.var[i, j] ** 0.5,
-                                               *quant[:, i, j])])
-    text = _csv(cols, rows)
-    if args.samples:
-        with atomic_path(args.samples) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.concatenate(draws).astype(np.float32), allow_pickle=False)
-        print(f"wrote draws {np.concatenate(draws).shape} (images, draws, targets "
-              f"{', '.join(run.targets)}) to {args.samples}", file=sys.stderr)
-    if args.csv:
-        write_text_atomic(args.csv, text)
-        print(f"wrote {len(rows)} predictions to {args.csv}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
 
 
 def population_table(res: dict) -> str:

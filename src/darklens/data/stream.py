@@ -11,14 +11,16 @@ or an image of a shard with NaN pixels; an image whose size differs from ``shape
 ``on_bad="stop"`` (default), a ``DataError`` naming the file, and with ``on_bad="skip"`` a
 ``BadInput(name, reason)`` item in the stream, after which reading goes on.
 ``count_images(path)`` counts the images from file listings and shard headers (no pixels
-read), for a progress bar.
+read), for a progress bar. ``rebatch(items, batch_size)`` cuts a stream into batches of
+exactly ``batch_size`` across file and shard boundaries, as batches of the loaded data would
+be cut (for work whose result depends on the batches, such as seeded posterior draws).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +199,49 @@ def _read_one_by_one(f: h5py.File, lo: int, hi: int, image_shape: tuple[int, ...
         except (OSError, KeyError, ValueError, TypeError):
             continue  # reported by the caller as unreadable
     return block, ok
+
+
+def rebatch(items: Iterable[ImageBatch | BadInput], batch_size: int
+            ) -> Iterator[ImageBatch | BadInput]:
+    """The images of ``items`` in batches of exactly ``batch_size`` (the last may be shorter),
+    across file and shard boundaries: image k of the stream lands in batch k // batch_size, as
+    in ``load_dataset``'s data cut into batches. A ``BadInput`` passes through in its place:
+    the images before it first (as a shorter batch, so the order is kept); so do images whose
+    ``class_names`` differ from those before them. At most two batches are held."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    held: list[ImageBatch] = []
+    n_held = 0
+
+    def joined() -> ImageBatch:
+        first = held[0]
+        if len(held) == 1:
+            return first
+        return ImageBatch(np.concatenate([b.images for b in held]),
+                          [n for b in held for n in b.names],
+                          np.concatenate([b.labels for b in held]), first.class_names)
+
+    for item in items:
+        if held and (isinstance(item, BadInput) or item.class_names != held[0].class_names):
+            yield joined()
+            held, n_held = [], 0
+        if isinstance(item, BadInput):
+            yield item
+            continue
+        held.append(item)
+        n_held += len(item.names)
+        if n_held >= batch_size:
+            whole = joined()
+            for lo in range(0, n_held - batch_size + 1, batch_size):
+                yield ImageBatch(whole.images[lo:lo + batch_size],
+                                 whole.names[lo:lo + batch_size],
+                                 whole.labels[lo:lo + batch_size], whole.class_names)
+            rest = n_held % batch_size
+            held = [ImageBatch(whole.images[n_held - rest:].copy(), whole.names[n_held - rest:],
+                               whole.labels[n_held - rest:], whole.class_names)] if rest else []
+            n_held = rest
+    if held:
+        yield joined()
 
 
 @dataclass

@@ -11,13 +11,15 @@ Layout (written by ``darklens.train.regression.train_regression``)::
 
 ``load_regression_run`` rebuilds the ensemble without unpickling arbitrary objects
 (``torch.load(..., weights_only=True)``); ``predict_images`` runs it (with test-time
-augmentation) on a batch of images.
+augmentation) on a batch of images; ``stream_posteriors`` on every image of a file or folder,
+read a batch at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 from darklens.data.dataset import Normaliser
 from darklens.data.fingerprint import fingerprint
 from darklens.data.lensdata import LensData
+from darklens.data.stream import BadInput, ImageBatch, rebatch, stream_images
 from darklens.errors import CheckpointError, DataError
 from darklens.io import read_json_object
 from darklens.models.regressor import (
@@ -191,16 +194,18 @@ def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
 
 def predict_posteriors(run: RegressionRun, images: np.ndarray, tta: bool = True,
                        n_samples: int = 256, density: bool = True, seed: int = 0,
-                       batch_size: int = 256, device: str = "cpu") -> PosteriorPrediction:
+                       batch_size: int = 256, device: str = "cpu",
+                       generator: torch.Generator | None = None) -> PosteriorPrediction:
     """Every image's posterior (``predict_posterior``): mean, variance, ``n_samples`` draws
     and, with ``density`` and a run whose targets have a support, the marginal densities on
-    ``run.grids()``. Draws come from one generator seeded with ``seed``, so a call with the
-    same images, seed and batch size gives the same draws."""
+    ``run.grids()``. Draws come from one generator seeded with ``seed`` (or ``generator``,
+    carried over calls that predict one data set in parts), so a call with the same images,
+    seed and batch size gives the same draws."""
     images = _check_images(run, images)
     for m in run.models:
         m.to(device).eval()
     grids = run.grids() if density else None
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     parts = []
     for lo in range(0, len(images), batch_size):
         x = torch.from_numpy(run.normaliser(images[lo:lo + batch_size])).to(device)
@@ -211,3 +216,25 @@ def predict_posteriors(run: RegressionRun, images: np.ndarray, tta: bool = True,
         np.concatenate([p.mean for p in parts]), np.concatenate([p.var for p in parts]),
         np.concatenate([p.samples for p in parts]),
         None if grids is None else np.concatenate([p.density for p in parts]))
+
+
+def stream_posteriors(run: RegressionRun, path: str | os.PathLike, tta: bool = True,
+                      n_samples: int = 256, seed: int = 0, batch_size: int = 256,
+                      device: str = "cpu", on_bad: str = "stop"
+                      ) -> Iterator[tuple[ImageBatch, PosteriorPrediction] | BadInput]:
+    """The posteriors (no densities) of every image at ``path``, read ``batch_size`` at a
+    time (:mod:`darklens.data.stream`; memory does not grow with the data): each batch with
+    its prediction, in file order. The batches are cut as ``predict_posteriors`` cuts
+    ``load_dataset(path)``'s images and share one generator seeded with ``seed``, so the draws
+    are the same as those of that call. A bad file or shard image is a ``DataError`` naming
+    it (``on_bad="stop"``) or a ``BadInput`` in the stream (``"skip"``); so is an image of
+    another size than the run's."""
+    shape = run.info.get("image_shape")
+    gen = torch.Generator().manual_seed(seed)
+    items = stream_images(path, batch_size, (1, *shape) if shape else None, on_bad)
+    for item in rebatch(items, batch_size):
+        if isinstance(item, BadInput):
+            yield item
+            continue
+        yield item, predict_posteriors(run, item.images, tta, n_samples, density=False,
+                                       batch_size=batch_size, device=device, generator=gen)

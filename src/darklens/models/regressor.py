@@ -278,6 +278,13 @@ class PosteriorPrediction:
     density: np.ndarray | None
 
 
+def draws_per_image(n_models: int, tta: bool = True, n_samples: int = 256) -> int:
+    """How many draws ``predict_posterior`` gives each image: ``n_samples`` rounded down to a
+    multiple of its components (members x dihedral views), at least one from each."""
+    n_comp = n_models * (8 if tta else 1)
+    return max(1, n_samples // n_comp) * n_comp
+
+
 @torch.no_grad()
 def predict_posterior(models: Sequence[Regressor], x: Tensor, tta: bool = True,
                       n_samples: int = 256, grids: np.ndarray | None = None,
@@ -290,8 +297,7 @@ def predict_posterior(models: Sequence[Regressor], x: Tensor, tta: bool = True,
     (a multi-target flow's from ``density_draws`` draws per component)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     views = range(8) if tta else range(1)
-    n_comp = len(models) * len(views)
-    per = max(1, n_samples // n_comp)
+    per = draws_per_image(len(models), tta, n_samples) // (len(models) * len(views))
     means, variances, draws, dens = [], [], [], []
     for m in models:
         mean0, std = m.target_mean.cpu(), m.target_std.cpu()
