@@ -18,6 +18,12 @@ Layout of ``OUT``::
                                        test_scores.csv and result.json
     OUT/results.json                   every run and the summary (mean and std over seeds)
 
+Memory. HDF5 shards (the simulated data, or ``--data`` holding shards) are opened as
+``darklens train`` opens them (``darklens.data.shards.ShardDataset``: labels up front, images
+read on demand through a cache of ``cache_mb`` MiB), and the test images are read and scored
+``SCORE_BATCH`` at a time, so memory does not grow with the data beyond the cache; other
+formats are loaded whole, as ``darklens train`` loads them.
+
 Interrupted benchmarks resume: a run whose ``result.json`` holds the same key (detector,
 options, data fingerprint, split, epochs cap, budget) is not trained again; a run cut short
 continues from its checkpoint with the epochs it had planned.
@@ -38,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -55,6 +62,7 @@ from darklens.benchmark_results import (
 from darklens.data.fingerprint import fingerprint
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
+from darklens.data.shards import DEFAULT_CACHE_MB, ShardDataset, is_shard_path
 from darklens.errors import DarklensError
 from darklens.evaluate.metrics import anomaly_metrics
 from darklens.io import write_json_atomic, write_text_atomic
@@ -66,6 +74,7 @@ from darklens.train.data import detection_data
 from darklens.train.loop import CHECKPOINT, TrainConfig, fit
 from darklens.train.run import train_run
 
+SCORE_BATCH = 256  # test images read and scored at a time
 RESULTS = "results.json"
 RUN_RESULT = "result.json"
 PLAN = "plan.json"
@@ -131,12 +140,23 @@ class BenchmarkSpec:
 
 
 # ----------------------------------------------------------------------------- data
+def _open(path: str | os.PathLike, cache_mb: float | None) -> LensData | ShardDataset:
+    """The data at ``path``: loaded, or (given ``cache_mb``, for HDF5 shards) streamed."""
+    if cache_mb is not None and is_shard_path(path):
+        return ShardDataset.from_path(path, cache_mb)
+    return load_dataset(path)
+
+
 def load_or_simulate(spec: BenchmarkSpec, out: Path,
                      log: Callable[[str], None] = print,
-                     progress: bool = True) -> tuple[LensData, dict[str, Any]]:
-    """The benchmark's data set and a description of it (path relative to ``out`` if inside)."""
+                     progress: bool = True, cache_mb: float | None = None
+                     ) -> tuple[LensData | ShardDataset, dict[str, Any]]:
+    """The benchmark's data set and a description of it (path relative to ``out`` if inside).
+
+    ``cache_mb``: open HDF5 shards as a ``ShardDataset`` with a cache of that many MiB
+    instead of loading them (a ``LensData``, with metadata, when None)."""
     if spec.data is not None:
-        data = load_dataset(spec.data)
+        data = _open(spec.data, cache_mb)
         return data, {"path": str(Path(spec.data).resolve()), "source": "given"}
     from darklens.simulate.presets import get_preset
     from darklens.simulate.writer import simulate_to_disk
@@ -158,7 +178,7 @@ def load_or_simulate(spec: BenchmarkSpec, out: Path,
                       disable=not progress) as bar:
         simulate_to_disk(preset, where, spec.n_per_class, spec.data_seed, chunk_size=500,
                          progress=bar.update)
-    data = load_dataset(where)
+    data = _open(where, cache_mb)
     return data, {"path": "data", "source": "simulated", "preset": preset.name,
                   "seed": spec.data_seed, "n_per_class": spec.n_per_class,
                   "seconds": time.perf_counter() - t0}
@@ -207,7 +227,23 @@ def plan_epochs(name: str, det_config: dict[str, Any], train_set: Any, n_val: in
                                              "epoch_seconds_estimate": epoch_s}
 
 
-def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info: dict,
+def score_test(detector: Detector, data: LensData | ShardDataset, test: np.ndarray,
+               normaliser: Any, device: str = "cpu", progress: bool = True) -> np.ndarray:
+    """Scores (N,) of the images ``test`` of ``data``, read, normalised and scored
+    ``SCORE_BATCH`` at a time (the batches ``score_images`` would cut from all of them)."""
+    parts = []
+    with progress_bar(total=len(test), desc="scoring test images", unit="images",
+                      disable=not progress) as bar:
+        for lo in range(0, len(test), SCORE_BATCH):
+            idx = test[lo:lo + SCORE_BATCH]
+            parts.append(score_images(detector, normaliser(data.images[idx]), SCORE_BATCH,
+                                      device))
+            bar.update(len(idx))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData | ShardDataset,
+            data_info: dict,
             run_dir: Path, budget_s: float | None, progress: bool = True) -> dict[str, Any]:
     """Train, score and evaluate one detector on one seed's split; returns its record."""
     det_opts, train_opts = split_options(spec, name)
@@ -274,7 +310,7 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
     detector, cfg, result = run.detector, run.config, run.result
 
     t1 = time.perf_counter()
-    scores = score_images(detector, normaliser(data.images[test]), device=spec.device)
+    scores = score_test(detector, data, test, normaliser, spec.device, progress)
     score_s = time.perf_counter() - t1
     metrics = anomaly_metrics(scores, data.labels[test], data.class_names, spec.normal)
     diagnostics = detector.diagnostics()
@@ -306,16 +342,18 @@ def run_one(spec: BenchmarkSpec, name: str, seed: int, data: LensData, data_info
 def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike,
                   log: Callable[[str], None] = print, progress: bool = True,
                   regression_runs: list[str] | None = None,
-                  loaded: tuple[LensData, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  loaded: tuple[LensData | ShardDataset, dict[str, Any]] | None = None,
+                  cache_mb: float = DEFAULT_CACHE_MB) -> dict[str, Any]:
     """Run (or resume) the benchmark in ``out``; write and return results.json's content.
 
-    ``loaded``: the result of ``load_or_simulate(spec, out)`` when the caller has it already.
+    ``loaded``: the result of ``load_or_simulate(spec, out)`` when the caller has it already;
+    otherwise HDF5 shards are streamed through a cache of ``cache_mb`` MiB.
     """
     spec.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    data, data_info = loaded or load_or_simulate(spec, out, log, progress)
+    data, data_info = loaded or load_or_simulate(spec, out, log, progress, cache_mb)
     for c in (spec.normal,):
         if c not in data.class_names:
             raise DarklensError(f"normal class {c!r} not in the data ({data.class_names})")

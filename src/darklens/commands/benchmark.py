@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from darklens.benchmark import BenchmarkSpec, run_benchmark
+from darklens.data.shards import DEFAULT_CACHE_MB
 from darklens.errors import DarklensError
 from darklens.models.base import list_detectors
 from darklens.simulate.presets import list_presets
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--regression-run", action="append", default=[], metavar="RUN",
                    help="an evaluated `darklens regress` run to show in the report")
+    p.add_argument("--shard-cache-mb", type=float, default=DEFAULT_CACHE_MB,
+                   help="HDF5 shards are read on demand through a cache of this many MiB "
+                   "(as `darklens train`); the test images are scored a batch at a time")
     p.add_argument("--no-report", action="store_true", help="write results.json only")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -116,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = run_benchmark(spec_from_args(args), out,
                             log=lambda m: print(m, flush=True), progress=not args.no_progress,
-                            regression_runs=args.regression_run)
+                            regression_runs=args.regression_run, cache_mb=args.shard_cache_mb)
     finish(results, out, report=not args.no_report)
     return 0
