@@ -1,4 +1,5 @@
-"""Peak memory of `darklens train`, `evaluate` and `score` on N and factor*N images.
+"""Peak memory of `darklens train`, `evaluate`, `score`, `regress predict` and `benchmark` on
+N and factor*N images.
 
 Writes synthetic lens-like images (Gaussian rings plus noise; a blob for the anomalous
 classes; the content does not matter for memory) as shards of 1000 images, then for each data
@@ -16,12 +17,21 @@ scored): both stream their inputs a batch at a time
 (:mod:`darklens.data.stream`), so their peak RSS should not grow with the data beyond a few
 bytes per image (labels, names, scores).
 
+``regress`` (in ``--commands``): `darklens regress predict` (``--no-tta``, draws saved with
+``--samples``) on each data set, of a regression run (``--target theta_e``, the ring radius
+written as metadata) trained on the third set; it streams its inputs too. ``benchmark``:
+`darklens benchmark --data` on each data set (the detector, 1 epoch, ``--no-report``): the
+shards are opened as `train` opens them (cache of ``--cache-mb``) and the test images (a fifth
+of the normals and two thirds of the anomalies) are scored a batch at a time.
+
 Prints a table and writes JSON. The growth from N to factor*N of the streamed runs should
 stay within the cache (plus ~40 bytes of labels and statistics per image), while the loaded
 runs grow with the data.
 
     python benchmarks/memory.py --n 2000 --factor 10 --size 64 --epochs 1 --cache-mb 32 \\
         --out benchmarks/results/memory.json
+    python benchmarks/memory.py --n 2000 --factor 10 --commands regress,benchmark \\
+        --out benchmarks/results/memory-regress.json
 """
 
 from __future__ import annotations
@@ -50,7 +60,8 @@ LOADED_DRIVER = (
 
 
 def synthetic_shards(out: Path, n: int, size: int, seed: int, per_shard: int = 1000) -> None:
-    """``n`` images (a third per class, classes interleaved by shard) as shards under ``out``."""
+    """``n`` images (a third per class, classes interleaved by shard) as shards under ``out``,
+    with the ring radius as the metadata column ``theta_e`` (a regression target)."""
     rng = np.random.default_rng(seed)
     yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) - size / 2) / size
     for k, lo in enumerate(range(0, n, per_shard)):
@@ -65,7 +76,8 @@ def synthetic_shards(out: Path, n: int, size: int, seed: int, per_shard: int = 1
         blob = np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * (1.5 / size) ** 2))
         images += (labels > 0)[:, None, None] * 2.0 * blob
         write_shard(out / f"shard-{k:05d}.h5",
-                    LensData(images[:, None].astype(np.float32), labels))
+                    LensData(images[:, None].astype(np.float32), labels,
+                             metadata={"theta_e": radius[:, 0, 0].astype(np.float64)}))
 
 
 def peak_rss(cmd: list[str]) -> tuple[float, float, int]:
@@ -104,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default='{"latent_dim": 32}', help="detector options (JSON)")
     p.add_argument("--modes", default="streamed,loaded", help="of `darklens train`")
     p.add_argument("--commands", default="train,evaluate,score",
-                   help="which commands to measure (evaluate and score stream only)")
+                   help="which commands to measure, of train,evaluate,score,regress,benchmark "
+                   "(all but train stream only)")
     p.add_argument("--workdir", help="where to write shards and runs (default: a temp dir)")
     p.add_argument("--out", help="JSON results file")
     args = p.parse_args(argv)
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         # data" to it and every image is scored (on its own training data evaluate would score
         # only the held-out part)
         run = root / "run-for-scoring"
-        if {"evaluate", "score"} & set(commands):
+        if {"evaluate", "score", "regress"} & set(commands):
             synthetic_shards(root / "data-train", args.n, args.size, seed=0)
             _, _, code = peak_rss(cli + [
                 "train", "--detector", args.detector, "--data", str(root / "data-train"),
@@ -147,17 +160,35 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.batch_size), "--config", args.config, "--no-progress"])
             if code != 0:
                 raise SystemExit(f"training the run for evaluate and score failed (exit {code})")
-        for command in ("evaluate", "score"):
+        reg = root / "regression-run"
+        if "regress" in commands:
+            _, _, code = peak_rss(cli + [
+                "regress", "train", "--target", "theta_e", "--data", str(root / "data-train"),
+                "--out", str(reg), "--epochs", str(args.epochs), "--seed", "0"])
+            if code != 0:
+                raise SystemExit(f"training the regression run failed (exit {code})")
+        for command in ("evaluate", "score", "regress", "benchmark"):
             if command not in commands:
                 continue
             for n in sizes:
                 data = root / f"data-{n}"
-                argv = ["evaluate", str(run), "--data", str(data)] if command == "evaluate" \
-                    else ["score", str(run), str(data), "--csv", str(root / f"s-{n}.csv")]
+                argv = {
+                    "evaluate": ["evaluate", str(run), "--data", str(data)],
+                    "score": ["score", str(run), str(data), "--csv", str(root / f"s-{n}.csv")],
+                    "regress": ["regress", "predict", str(reg), str(data), "--no-tta",
+                                "--csv", str(root / f"r-{n}.csv"),
+                                "--samples", str(root / f"r-{n}.npy")],
+                    "benchmark": ["benchmark", "--data", str(data), "--out",
+                                  str(root / f"bench-{n}"), "--detectors", args.detector,
+                                  "--config", f'{{"{args.detector}": {args.config}}}',
+                                  "--epochs", str(args.epochs), "--shard-cache-mb",
+                                  str(args.cache_mb), "--no-report", "--no-progress"],
+                }[command]
                 rss, seconds, code = peak_rss(cli + argv)
+                name = " ".join(argv[:2]) if command == "regress" else command
                 if code != 0:
-                    raise SystemExit(f"{command} on {n} images failed (exit {code})")
-                rows.append(_row(command, "streamed", n, args, rss, seconds))
+                    raise SystemExit(f"{name} on {n} images failed (exit {code})")
+                rows.append(_row(name, "streamed", n, args, rss, seconds))
 
     growth = {}
     print()
