@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from darklens.data.dataset import Normaliser
 from darklens.data.fingerprint import fingerprint
@@ -44,6 +43,7 @@ from darklens.models.base import create_detector
 from darklens.models.scoring import score_images
 from darklens.train.config import TRAIN_KEYS
 from darklens.train.data import detection_data, detection_split
+from darklens.train.detector_run import physical_pseudo
 from darklens.train.loop import TrainingDiverged
 from darklens.train.run import train_run
 
@@ -150,7 +150,9 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
     run = train_run(setup.detector, det_opts, train_opts, det_data.train, det_data.val,
                     image_size=int(data.images.shape[-1]), in_channels=int(data.images.shape[1]),
                     seed=setup.seed, overrides=overrides,
-                    prepare=lambda det, values: _set_physical_pseudo(det, data, det_data, setup))
+                    prepare=lambda det, values: physical_pseudo(
+                        det, data, det_data.split, det_data.normaliser, setup.normal,
+                        setup.seed))
     det, result = run.detector, run.result
     details: dict[str, Any] = {"epochs_run": result.epochs_run, "seconds": result.seconds,
                                "best_val_loss": result.best_val_loss}
@@ -165,21 +167,6 @@ def run_trial(setup: SweepSetup, values: dict[str, Any]) -> tuple[float, dict[st
     else:
         value, details["n"] = _labelled_auroc(setup, det, det_data.normaliser)
     return float(value), details
-
-
-def _set_physical_pseudo(det: Any, data: LensData, det_data: Any, setup: SweepSetup) -> None:
-    """Give a detector with a label-free choice physical pseudo-anomalies: its validation
-    normals re-rendered with random point masses (``darklens.simulate.pseudo``), when the data
-    say how darklens simulated them; else it keeps its own proxy (patch swaps)."""
-    if not det.accepts_pseudo_anomalies or not isinstance(data, LensData):
-        return
-    from darklens.simulate.pseudo import pseudo_for_data
-
-    normal_id = data.class_names.index(setup.normal)
-    rows = det_data.split.val[data.labels[det_data.split.val] == normal_id]
-    pseudo = pseudo_for_data(data, rows, pseudo_seed=setup.seed)
-    if pseudo is not None:
-        det.set_pseudo_anomalies(torch.as_tensor(det_data.normaliser(pseudo.numpy())))
 
 
 def _labelled_auroc(setup: SweepSetup, det: Any, normaliser: Normaliser) -> tuple[float, dict]:

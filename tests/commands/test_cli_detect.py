@@ -98,6 +98,26 @@ def test_infotheoretic_reports_r_z_beside_knn(data_dir, tmp_path, capsys):
     assert "every score, AUROC all: norm" in capsys.readouterr().out
 
 
+def test_simulated_data_give_infotheoretic_physical_pseudo_anomalies(tmp_path, capsys):
+    """On data darklens simulated, the validation normals re-rendered with point masses pick
+    the epoch (and the score) without labels; config.json and losses.csv say so."""
+    data = tmp_path / "sim"
+    assert main(["simulate", "--preset", "demo", "--n-per-class", "48", "--classes", "no_sub",
+                 "--set", "n_pix=32", "--out", str(data), "--seed", "3"]) == 0
+    run = tmp_path / "info"
+    capsys.readouterr()
+    assert main(["train", "--detector", "infotheoretic", "--data", str(data), "--out", str(run),
+                 "--epochs", "2", "--batch-size", "16", "--no-progress", "--config",
+                 '{"width": 8, "depth": 3, "feat_dim": 32, "proj_dim": 16}']) == 0
+    assert "best label-free selection loss" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["pseudo_anomalies"]["kind"] == "physical"
+    assert config["pseudo_anomalies"]["n"] == config["split"]["n_val_normal"] > 0
+    with open(run / "losses.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(-1 <= float(r["selection_loss"]) <= 0 for r in rows)
+
+
 def test_user_mistakes_exit_2_with_one_line(data_dir, tmp_path, capsys):
     assert main(["train", "--detector", "nope", "--data", str(data_dir / "train"),
                  "--out", str(tmp_path / "r")]) == 2

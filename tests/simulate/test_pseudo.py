@@ -52,9 +52,10 @@ def test_pseudo_for_data_uses_what_the_data_record_of_their_simulation(normals) 
     assert pseudo_for_data(data, np.array([], dtype=int)) is None
 
 
-def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None:
-    from darklens.sweep import SweepSetup, _set_physical_pseudo
+def test_a_training_run_hands_physical_pseudo_anomalies_to_the_detector() -> None:
+    """What ``darklens train``, ``Detector.fit`` and a sweep trial all call."""
     from darklens.train.data import detection_data
+    from darklens.train.detector_run import physical_pseudo
 
     data = simulate_dataset("demo", 20, 5, classes=("no_sub", "cdm"), backend="eager")
     det_data = detection_data(data, "no_sub", 0)
@@ -67,8 +68,8 @@ def test_a_sweep_trial_hands_physical_pseudo_anomalies_to_the_detector() -> None
             self.pseudo = images
 
     det = Det()
-    setup = SweepSetup("infotheoretic", data, [], {}, "pseudo_auroc")
-    _set_physical_pseudo(det, data, det_data, setup)
+    record = physical_pseudo(det, data, det_data.split, det_data.normaliser, "no_sub", 0)
     n_val = int((data.labels[det_data.split.val] == 0).sum())
     assert det.pseudo is not None and det.pseudo.shape == (n_val, 1, 64, 64)
     assert float(det.pseudo.min()) >= 0.0 and float(det.pseudo.max()) <= 1.0  # minmax, as trained
+    assert record == {"kind": "physical", "n": n_val, "pseudo_seed": 0}

@@ -132,7 +132,7 @@ class Detector(RunDirHolder):
                              sets, out_dir=run_dir, seed=seed, normal=normal,
                              data=data_record(lens, source="python"), extra=extra,
                              epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                             progress=progress)
+                             progress=progress, source=lens)
         self.module, self._result, self._split = run.detector, run.result, sets.split
         self._scorer = RunScorer(run.detector, sets.normaliser)
         self._run_dir = run_dir

@@ -194,15 +194,17 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, normal=args.normal, data=record, extra=extra,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          device=args.device, progress=not args.no_progress,
-                         resume=args.resume, prepare=prepare)
+                         resume=args.resume, prepare=prepare, source=source)
     is_main = dd.rank() == 0
     dd.shutdown()
     if not is_main:
         return 0
     result = run.result
     took = time.perf_counter() - start
+    chosen_by = "label-free selection loss (minus the pseudo-AUROC)" \
+        if result.history and "selection_loss" in result.history[-1] else "validation loss"
     best = "" if result.best_val_loss is None else \
-        f", best validation loss {result.best_val_loss:.4g} (epoch {result.best_epoch})"
+        f", best {chosen_by} {result.best_val_loss:.4g} (epoch {result.best_epoch})"
     print(f"trained {args.detector} for {result.epochs_run} epoch(s) in {took:.1f} s{best}; "
           f"run saved in {out}")
     return 0

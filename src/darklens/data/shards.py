@@ -114,6 +114,23 @@ class ShardDataset(Dataset):
         if check:
             self._scan()
 
+    def metadata_column(self, name: str) -> np.ndarray | None:
+        """One per-image metadata column over every shard (e.g. ``index``, which physical
+        pseudo-anomalies re-render from), or None where a shard lacks it. Reads that column
+        only, never the images."""
+        parts = []
+        for shard in self._shards:
+            try:
+                with h5py.File(shard.path, "r") as f:
+                    group = f.get("metadata")
+                    if group is None or name not in group:
+                        return None
+                    parts.append(np.asarray(group[name][...]))
+            except (OSError, KeyError, ValueError) as err:
+                raise DataError(f"{shard.path}: unreadable metadata column '{name}' "
+                                f"({_short(err)})") from None
+        return np.concatenate(parts)
+
     @classmethod
     def from_path(cls, path: str | os.PathLike, cache_mb: float = DEFAULT_CACHE_MB
                   ) -> ShardDataset:

@@ -12,7 +12,8 @@ What ``darklens train`` (``commands/train.py``) and ``darklens.Detector.fit``
 3. ``data_record``: where the images came from, with their fingerprint (``darklens evaluate``
    recognises the training data by it);
 4. ``train_detector``: the overrides of the caller's epochs, batch size, learning rate and
-   run settings, the config.json record, and ``train_run``.
+   run settings, the config.json record, physical pseudo-anomalies for a detector with a
+   label-free choice (``physical_pseudo``), and ``train_run``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from darklens.data.dataset import Normaliser, Split
@@ -109,20 +112,52 @@ def instrument_options(name: str, options: dict[str, Any], spec: str | None, dat
     return dict(options["instrument"])
 
 
+def physical_pseudo(detector: Detector, source: Any, split: Split | None,
+                    normaliser: Normaliser, normal: str, seed: int) -> dict[str, Any] | None:
+    """Give a detector with a label-free choice (``accepts_pseudo_anomalies``) physical
+    pseudo-anomalies: its validation normals (of ``split``) re-rendered with random point masses
+    (``darklens.simulate.pseudo``), normalised like its training images. Only for data that
+    say how darklens simulated them (a ``LensData`` or shards with their preset, seed and image
+    indices);
+    otherwise the detector keeps its own proxy and this returns None, else config.json's
+    record of them."""
+    if not detector.accepts_pseudo_anomalies or split is None \
+            or not isinstance(source, (LensData, ShardDataset)):
+        return None
+    from darklens.simulate.pseudo import pseudo_for_data
+
+    if isinstance(source, ShardDataset):  # its metadata stay on disk: read the one column
+        index = source.metadata_column("index")
+        if index is None:
+            return None
+        labels, names = source.labels, list(source.class_names)
+        source = SimpleNamespace(attrs=dict(source.attrs), metadata={"index": index},
+                                 labels=labels, class_names=names)  # what pseudo_for_data reads
+
+    val = split.val
+    rows = val[source.labels[val] == source.class_names.index(normal)]
+    pseudo = pseudo_for_data(source, rows, pseudo_seed=seed)
+    if pseudo is None:
+        return None
+    detector.set_pseudo_anomalies(torch.as_tensor(normaliser(pseudo.numpy())))
+    return {"kind": "physical", "n": int(pseudo.shape[0]), "pseudo_seed": int(seed)}
+
+
 def train_detector(name: str, detector_options: dict[str, Any],
                    train_options: dict[str, Any], sets: DetectorSets, *, out_dir: str | Path,
                    seed: int, normal: str, data: dict[str, Any], extra: dict[str, Any],
                    epochs: int | None = None, batch_size: int | None = None,
                    lr: float | None = None, device: str = "cpu", progress: bool = False,
                    resume: bool = False,
-                   prepare: Callable[[Detector, dict[str, Any]], None] | None = None
-                   ) -> TrainedRun:
+                   prepare: Callable[[Detector, dict[str, Any]], None] | None = None,
+                   source: Any = None) -> TrainedRun:
     """Train ``name`` on ``sets`` into the run directory ``out_dir`` (``train_run``).
 
     ``epochs``, ``batch_size`` and ``lr`` override the detector's defaults and
     ``train_options`` where given. config.json records ``extra`` completed in place with the
     normal class, the seed, ``data`` (see ``data_record``), the split and the normaliser;
     ``prepare`` (see ``train_run``) runs before training and may still add to ``extra``.
+    ``source``: the data set ``sets`` were split from, for ``physical_pseudo``.
     """
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
@@ -130,7 +165,15 @@ def train_detector(name: str, detector_options: dict[str, Any],
     extra.update(normal=normal, seed=seed, data=data, normaliser=sets.normaliser.to_dict())
     if sets.record is not None:
         extra["split"] = sets.record
+
+    def prepare_all(detector: Detector, values: dict[str, Any]) -> None:
+        pseudo = physical_pseudo(detector, source, sets.split, sets.normaliser, normal, seed)
+        if pseudo is not None:
+            extra["pseudo_anomalies"] = pseudo
+        if prepare is not None:
+            prepare(detector, values)
+
     return train_run(name, detector_options, train_options, sets.train, sets.val,
                      image_size=sets.image_size, in_channels=sets.in_channels, seed=seed,
-                     overrides=overrides, prepare=prepare, fit_val=sets.fit_val, extra=extra,
+                     overrides=overrides, prepare=prepare_all, fit_val=sets.fit_val, extra=extra,
                      cal_set=sets.cal)
