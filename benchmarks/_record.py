@@ -1,11 +1,13 @@
 """What every benchmark script records beside its rows: when, where, with what, and the one
-atomic write of its JSON (``darklens.io.write_json_atomic``)."""
+atomic write of its JSON (``darklens.io.write_json_atomic``); and the one parser of the
+``--extra NAME='ARGS'`` option that passes more arguments to one detector's ``darklens train``."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shlex
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,3 +41,14 @@ def finish(out: str | None, result: dict[str, Any]) -> None:
     if out:
         write_json_atomic(out, result)
         print(f"wrote {out}")
+
+
+def parse_extra(items: list[str]) -> dict[str, list[str]]:
+    """``--extra NAME='ARGS'`` values -> detector name -> extra ``darklens train`` arguments."""
+    extra: dict[str, list[str]] = {}
+    for item in items:
+        det, sep, args = item.partition("=")
+        if not sep or not det:
+            raise SystemExit(f"--extra {item!r}: expected NAME='ARGS'")
+        extra.setdefault(det.strip(), []).extend(shlex.split(args))
+    return extra

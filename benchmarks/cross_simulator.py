@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from _record import parse_extra  # benchmarks/_record.py, beside this script
+
 N_PIX = 64
 PIXEL_SCALE = 0.08  # arcsec per pixel
 SUPERSAMPLING = 2
@@ -435,17 +437,6 @@ def darklens_executable() -> str:
     if found is None:
         raise SystemExit("darklens is not installed (no darklens beside python, none on PATH)")
     return found
-
-
-def parse_extra(items: list[str]) -> dict[str, list[str]]:
-    """``--extra NAME='ARGS'`` values -> detector name -> extra ``darklens train`` arguments."""
-    extra: dict[str, list[str]] = {}
-    for item in items:
-        det, sep, args = item.partition("=")
-        if not sep or not det:
-            raise SystemExit(f"--extra {item!r}: expected NAME='ARGS'")
-        extra.setdefault(det.strip(), []).extend(shlex.split(args))
-    return extra
 
 
 def _fresh_run_dir(run_dir: Path) -> None:

@@ -21,6 +21,9 @@ oracle that knows the true smooth lens), computed from the test images' ``substr
     python benchmarks/refit.py detect --preset model-a64 --n-train 300 --n-test 300 \\
         --detectors residual-chi2,knn --out benchmarks/results/refit-model-a64.json
 
+(``--extra NAME='ARGS'`` passes more ``darklens train`` arguments to one detector, e.g.
+``--extra infotheoretic='--input residual'``: a learned detector on the fit's residual maps.)
+
 ``statistics``: the residual-chi2 detector trained in-process, every test image fitted once,
 and the AUROC of each of its statistics alone and combined, so that a table can say which part
 does the work (on fixed-lens presets the fitted macro lens alone can give substructure away)::
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _record import machine  # benchmarks/_record.py, beside this script
+from _record import machine, parse_extra  # benchmarks/_record.py, beside this script
 from darklens.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,15 +189,18 @@ def run_detect(args: argparse.Namespace) -> int:
     result = {"benchmark": "refit detect", "preset": args.preset, "command": " ".join(sys.argv),
               "machine": machine(), "n_train": args.n_train, "n_test_per_class": args.n_test,
               "simulate_seconds": t_sim, "ceiling": ceiling, "detectors": {}}
+    extras = parse_extra(args.extra)
     for name in [d for d in args.detectors.split(",") if d]:
         run = root / "runs" / name
         extra = ["--config", args.config] if args.config and name == "residual-chi2" else []
+        extra += extras.get(name, [])
         t_train = _cli(["train", "--detector", name, "--data", str(train), "--out", str(run),
                         "--test-fraction", "0", "--no-progress", "--seed", str(args.seed),
                         *(["--epochs", str(args.epochs)] if args.epochs else []), *extra])
         t_eval = _cli(["evaluate", str(run), "--data", str(test)])
         metrics = json.loads((run / "metrics.json").read_text())
         result["detectors"][name] = {"auroc": metrics["auroc"], "train_seconds": t_train,
+                                     "extra": extra,
                                      "evaluate_seconds": t_eval,
                                      "not_scored": metrics.get("not_scored")}
         write_json_atomic(args.out, result)
@@ -286,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--detectors", default="residual-chi2")
     d.add_argument("--epochs", type=int)
     d.add_argument("--config", help="--config for residual-chi2's darklens train")
+    d.add_argument("--extra", action="append", default=[], metavar="NAME='ARGS'",
+                   help="more darklens train arguments for one detector, e.g. "
+                   "--extra infotheoretic='--input residual'")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--work", default="runs/refit")
     d.add_argument("--out", required=True)
