@@ -268,10 +268,11 @@ def execute(run: Run, seed: int, data: dict[str, Any], epochs: int,
         "group": run.group, "label": run.label, "detector": run.detector, "seed": seed,
         "config": run.config, "train": cfg, "labelled": run.labelled, "views": run.views,
         "flatten_views": run.flatten_views,
-        "seconds": seconds, "epochs_run": result.epochs_run,
+        "seconds": seconds, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "terms": {k: v for k, v in (result.history[-1] if result.history else {}).items()
                   if k in TERM_COLUMNS},
-        "term_history": [{k: row[k] for k in ("epoch", *TERM_COLUMNS) if k in row}
+        "term_history": [{k: row[k] for k in ("epoch", *TERM_COLUMNS, "val_loss",
+                                              "selection_loss") if k in row}
                          for row in result.history],
         "scores": _auroc_table(scores, labels), "default_score": default,
         "diagnostics": diag,
