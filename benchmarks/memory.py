@@ -22,7 +22,10 @@ bytes per image (labels, names, scores).
 written as metadata) trained on the third set; it streams its inputs too. ``benchmark``:
 `darklens benchmark --data` on each data set (the detector, 1 epoch, ``--no-report``): the
 shards are opened as `train` opens them (cache of ``--cache-mb``) and the test images (a fifth
-of the normals and two thirds of the anomalies) are scored a batch at a time.
+of the normals and two thirds of the anomalies) are scored a batch at a time. ``--report
+streamed,loaded`` measures it with its HTML report instead (``benchmark+report``): streamed as
+shipped (the report reads only the images it shows), or loaded, the report's former behaviour
+of loading the whole data set, for comparison.
 
 Prints a table and writes JSON. The growth from N to factor*N of the streamed runs should
 stay within the cache (plus ~40 bytes of labels and statistics per image), while the loaded
@@ -32,6 +35,8 @@ runs grow with the data.
         --out benchmarks/results/memory.json
     python benchmarks/memory.py --n 2000 --factor 10 --commands regress,benchmark \\
         --out benchmarks/results/memory-regress.json
+    python benchmarks/memory.py --n 2000 --factor 10 --commands benchmark \\
+        --report streamed,loaded --out benchmarks/results/memory-benchmark-report.json
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ from darklens.data.lensdata import LensData
 LOADED_DRIVER = (
     "import sys, darklens.commands.train as t\n"
     "t.is_shard_path = lambda path: False\n"
+    "from darklens.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+# The report's former path, for comparison only: `darklens benchmark` whose report loads the
+# data whole.
+REPORT_LOADED_DRIVER = (
+    "import sys, darklens.report.html as h\n"
+    "h.is_shard_path = lambda path: False\n"
     "from darklens.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -118,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commands", default="train,evaluate,score",
                    help="which commands to measure, of train,evaluate,score,regress,benchmark "
                    "(all but train stream only)")
+    p.add_argument("--report", default="",
+                   help="benchmark with its HTML report, in these modes of streamed,loaded "
+                   "(default: none, --no-report)")
     p.add_argument("--workdir", help="where to write shards and runs (default: a temp dir)")
     p.add_argument("--out", help="JSON results file")
     args = p.parse_args(argv)
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    report_modes = [m.strip() for m in args.report.split(",") if m.strip()]
+    if set(report_modes) - {"streamed", "loaded"}:
+        raise SystemExit(f"--report: modes are streamed,loaded, not {args.report!r}")
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]
     if "train" not in commands:
         modes = []  # evaluate and score train their own run below
@@ -184,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
                                   "--epochs", str(args.epochs), "--shard-cache-mb",
                                   str(args.cache_mb), "--no-report", "--no-progress"],
                 }[command]
+                if command == "benchmark" and report_modes:
+                    for mode in report_modes:  # with the report, in place of --no-report
+                        head = cli if mode == "streamed" else \
+                            [sys.executable, "-c", REPORT_LOADED_DRIVER]
+                        bench = [a for a in argv if a != "--no-report"]
+                        bench[bench.index("--out") + 1] = str(root / f"bench-{n}-{mode}")
+                        rss, seconds, code = peak_rss(head + bench)
+                        if code != 0:
+                            raise SystemExit(f"benchmark ({mode} report) on {n} images "
+                                             f"failed (exit {code})")
+                        rows.append(_row("benchmark+report", mode, n, args, rss, seconds))
+                    continue
                 rss, seconds, code = peak_rss(cli + argv)
                 name = " ".join(argv[:2]) if command == "regress" else command
                 if code != 0:

@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an evaluated `darklens regress` run to show in the report")
     p.add_argument("--shard-cache-mb", type=float, default=DEFAULT_CACHE_MB,
                    help="HDF5 shards are read on demand through a cache of this many MiB "
-                   "(as `darklens train`); the test images are scored a batch at a time")
+                   "(as `darklens train`); the test images are scored a batch at a time, and "
+                   "the report reads only the images it shows")
     p.add_argument("--no-report", action="store_true", help="write results.json only")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -101,14 +102,17 @@ def print_summary(results: dict[str, Any]) -> None:
     Console(width=max(120, 14 * len(header))).print(table)
 
 
-def finish(results: dict[str, Any], out: Path, report: bool = True) -> Path | None:
-    """Write the report (with progress lines) and print the table; return the report path."""
+def finish(results: dict[str, Any], out: Path, report: bool = True,
+           cache_mb: float | None = None) -> Path | None:
+    """Write the report (with progress lines) and print the table; return the report path.
+    ``cache_mb``: the shard cache the report may use at most (``--shard-cache-mb``)."""
     path = None
     if report:
-        from darklens.report.html import write_report
+        from darklens.report.html import REPORT_CACHE_MB, write_report
 
         print("writing the report ...", flush=True)
-        path = write_report(out, log=lambda m: print(m, flush=True))
+        cache = REPORT_CACHE_MB if cache_mb is None else min(cache_mb, REPORT_CACHE_MB)
+        path = write_report(out, log=lambda m: print(m, flush=True), cache_mb=cache)
     print_summary(results)
     print(f"results: {out / 'results.json'}")
     if path is not None:
@@ -121,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     results = run_benchmark(spec_from_args(args), out,
                             log=lambda m: print(m, flush=True), progress=not args.no_progress,
                             regression_runs=args.regression_run, cache_mb=args.shard_cache_mb)
-    finish(results, out, report=not args.no_report)
+    finish(results, out, report=not args.no_report, cache_mb=args.shard_cache_mb)
     return 0

@@ -132,16 +132,19 @@ class ShardDataset(Dataset):
         return np.concatenate(parts)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, cache_mb: float = DEFAULT_CACHE_MB
-                  ) -> ShardDataset:
-        """The shards at ``path`` (one file, or every visible shard below a folder)."""
+    def from_path(cls, path: str | os.PathLike, cache_mb: float = DEFAULT_CACHE_MB,
+                  check: bool = True) -> ShardDataset:
+        """The shards at ``path`` (one file, or every visible shard below a folder).
+        ``check=False`` skips the pass over every image (no fingerprint or normaliser
+        statistics; images read later are still checked for NaN/Inf), for callers that read
+        only a few images."""
         from darklens.data.formats import find_shards
 
         path = Path(path)
         shards = [path] if path.is_file() else find_shards(path)
         if not shards:
             raise DataError(f"{path}: no HDF5 shards (.h5/.hdf5)")
-        return cls(shards, cache_mb)
+        return cls(shards, cache_mb, check=check)
 
     # --- the torch Dataset -------------------------------------------------------------------
     def __len__(self) -> int:

@@ -8,6 +8,15 @@ images; training curves; a 2-D map of each learned representation; the detectabi
 recorded; the configuration, versions and machine. Nothing is linked from outside the file, so
 it opens offline; a small inline script marks ``<body>`` with ``data-loaded``, the number of
 images that failed to load and any script errors (read by the browser test).
+
+Memory. The report never holds the data set: HDF5 shards are opened lazily
+(``report_data``: labels, class names and the ``substructure_chi2`` column up front, a few
+bytes per image) and only the images a figure shows are read, through a cache of at most
+``cache_mb`` MiB: 8 per class for the examples, 8 + 8 and 6 per detector for the extremes
+and where-maps, and for the representation maps at most ``max_embed`` test images (a seeded
+random subset when there are more, which the report says). Scores come from the runs'
+``test_scores.csv``. Other formats (``.npy`` folders) are loaded whole, as the benchmark
+loads them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from darklens.benchmark import RESULTS, data_path, format_mean_std, read_test_sc
 from darklens.data.dataset import Normaliser
 from darklens.data.formats import load_dataset
 from darklens.data.lensdata import LensData
+from darklens.data.shards import ShardDataset, is_shard_path
 from darklens.evaluate.detectability import detectability, quantile_edges
 from darklens.io import write_text_atomic
 from darklens.report import figures
@@ -37,6 +47,7 @@ from darklens.report.html_parts import table as _table
 from darklens.report.regression_section import regression_section
 
 REPORT = "report.html"
+REPORT_CACHE_MB = 16.0  # the report reads few images, each figure's in index order
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1180px;
@@ -129,7 +140,22 @@ def information_plane_points(results: dict[str, Any],
     return out
 
 
-def _captions(data: LensData, idx: np.ndarray, scores: np.ndarray | None = None) -> list[str]:
+def report_data(path: str | os.PathLike, cache_mb: float = REPORT_CACHE_MB
+                ) -> LensData | ShardDataset:
+    """The benchmark's data as the report needs it: HDF5 shards opened lazily (labels and the
+    ``substructure_chi2`` column read, images read on demand through ``cache_mb`` MiB, no pass
+    over every image), so memory does not grow with the images; other formats loaded whole."""
+    if not is_shard_path(path):
+        return load_dataset(path)
+    data = ShardDataset.from_path(path, cache_mb, check=False)
+    chi2 = data.metadata_column("substructure_chi2")
+    if chi2 is not None:
+        data.metadata["substructure_chi2"] = chi2
+    return data
+
+
+def _captions(data: LensData | ShardDataset, idx: np.ndarray,
+              scores: np.ndarray | None = None) -> list[str]:
     chi2 = data.metadata.get("substructure_chi2")
     out = []
     for k, i in enumerate(idx):
@@ -144,11 +170,14 @@ def _captions(data: LensData, idx: np.ndarray, scores: np.ndarray | None = None)
 
 
 def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
-                 log: Callable[[str], None] | None = None) -> str:
-    """The report's HTML text (see the module docstring); ``log`` hears of each section."""
+                 log: Callable[[str], None] | None = None,
+                 cache_mb: float = REPORT_CACHE_MB) -> str:
+    """The report's HTML text (see the module docstring); ``log`` hears of each section.
+    ``max_embed``: most test images in a representation map; ``cache_mb``: the image cache
+    when the data are HDF5 shards (``report_data``)."""
     bench = Path(bench_dir)
     results = json.loads((bench / RESULTS).read_text())
-    data = load_dataset(data_path(results, bench))
+    data = report_data(data_path(results, bench), cache_mb)
     normal = results["benchmark"]["normal"]
     names = list(data.class_names)
     anomalies = [c for c in names if c != normal and (data.labels == names.index(c)).any()]
@@ -293,16 +322,21 @@ def build_report(bench_dir: str | os.PathLike, max_embed: int = 600,
     )
 
 
-def _representation(first_seed: dict[str, tuple[int, Path]], data: LensData,
+def _representation(first_seed: dict[str, tuple[int, Path]], data: LensData | ShardDataset,
                     scores: dict[str, tuple[np.ndarray, np.ndarray]], max_embed: int) -> str:
+    """Each detector's representation of its test images, mapped to 2-D. More than
+    ``max_embed`` test images: a random subset of ``max_embed`` (seed 0), the only images
+    read, which the note says; so memory and time do not grow with the data."""
     from darklens.models.persistence import load_run, read_run_config
     from darklens.report.representation import embed, map_2d
 
     maps: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     notes = []
+    capped = []
     for det, (_, run_dir) in first_seed.items():
         idx = scores[det][0]
         if idx.size > max_embed:
+            capped.append(idx.size)
             idx = np.sort(np.random.default_rng(0).choice(idx, max_embed, replace=False))
         try:
             detector = load_run(run_dir)
@@ -321,12 +355,15 @@ def _representation(first_seed: dict[str, tuple[int, Path]], data: LensData,
     body = _note("Test images (up to "
                  f"{max_embed}) in each detector's feature space, projected to 2-D, coloured by "
                  "class. Features: " + "; ".join(notes) + ".")
+    if capped:
+        body += _note(f"Of the {max(capped)} test images, a random subset of {max_embed} "
+                      "(seed 0) is shown: the maps cover a sample, not every test image.")
     if maps:
         body += _img(figures.embedding_figure(maps, data.class_names), "representation maps")
     return body
 
 
-def _where_maps(first_seed: dict[str, tuple[int, Path]], data: LensData,
+def _where_maps(first_seed: dict[str, tuple[int, Path]], data: LensData | ShardDataset,
                 scores: dict[str, tuple[np.ndarray, np.ndarray]], k: int = 6) -> str:
     """Each detector's where-map overlays of its ``k`` highest-scoring test images."""
     from darklens.report.gallery import where_map_panels
@@ -346,8 +383,8 @@ def _where_maps(first_seed: dict[str, tuple[int, Path]], data: LensData,
     return body
 
 
-def _detectability(runs: dict[str, list[tuple[int, Path]]], data: LensData, normal: str,
-                   anomalies: list[str]) -> str:
+def _detectability(runs: dict[str, list[tuple[int, Path]]], data: LensData | ShardDataset,
+                   normal: str, anomalies: list[str]) -> str:
     chi2 = data.metadata.get("substructure_chi2")
     if chi2 is None or not np.isfinite(np.asarray(chi2, dtype=float)).any():
         return _note("The data carry no substructure_chi2 metadata (it comes with the "
@@ -385,8 +422,9 @@ def _detectability(runs: dict[str, list[tuple[int, Path]]], data: LensData, norm
 
 
 def write_report(bench_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 max_embed: int = 600, log: Callable[[str], None] | None = None) -> Path:
+                 max_embed: int = 600, log: Callable[[str], None] | None = None,
+                 cache_mb: float = REPORT_CACHE_MB) -> Path:
     """Write the report (atomically) to ``out`` (default ``bench_dir/report.html``)."""
     path = Path(out) if out is not None else Path(bench_dir) / REPORT
-    write_text_atomic(path, build_report(bench_dir, max_embed, log))
+    write_text_atomic(path, build_report(bench_dir, max_embed, log, cache_mb))
     return path
