@@ -37,6 +37,10 @@ class FitOptions:
     """How hard to fit: LM iterations per stage, noise re-estimations, batch size."""
 
     start_iterations: int = 6  # LM iterations for every start before the best is kept
+    # the same where the PSF is fitted too: a wide PSF with a compact source and the true pair
+    # are both minima there, and after 6 iterations the wrong start often still looks best
+    # (on the bright lenstronomy set 12 moved the residual-chi2 AUROC from 0.915 to 0.945)
+    psf_start_iterations: int = 12
     iterations: int = 20  # LM iterations per stage
     final_iterations: int | None = 2  # LM iterations of the last (supersampled) stage
     coarse_jacobian: bool = True  # supersampled stage: Jacobian at one sample per pixel
@@ -183,10 +187,12 @@ class SmoothLensFitter:
         s1 = torch.zeros(b)
         sqrt_w = self._weights(s0, s1, torch.zeros_like(data))
         self._active = self._jacobian = self.coarse
+        names = [spec.name for spec in self.renderer.specs]
+        start_its = opts.psf_start_iterations if "psf_fwhm" in names else opts.start_iterations
         best_u, best_cost, used = None, None, torch.zeros(b, dtype=torch.int64)
         for start in starts:
             u, cost, n = self._levenberg_marquardt(start.clone().float(), data, sqrt_w,
-                                                   opts.start_iterations)
+                                                   start_its)
             used = used + n
             if best_u is None:
                 best_u, best_cost = u, cost
@@ -203,12 +209,11 @@ class SmoothLensFitter:
                 if idx.numel() == 0:
                     break
                 u, cost, n = self._levenberg_marquardt(start[idx].clone().float(), data[idx],
-                                                       sqrt_w[idx], opts.start_iterations)
+                                                       sqrt_w[idx], start_its)
                 used[idx] += n
                 better = cost < best_cost[idx]
                 best_u[idx] = torch.where(better.unsqueeze(-1), u, best_u[idx])
                 best_cost[idx] = torch.where(better, cost, best_cost[idx])
-        names = [spec.name for spec in self.renderer.specs]
         if "psf_fwhm" in names and opts.psf_starts:
             col = names.index("psf_fwhm")
             phys = {"psf_fwhm": torch.tensor([f * inst.pixel_scale for f in opts.psf_starts])}
@@ -216,7 +221,7 @@ class SmoothLensFitter:
             for value in values:
                 start = best_u.clone()
                 start[:, col] = value
-                u, cost, n = self._levenberg_marquardt(start, data, sqrt_w, opts.start_iterations)
+                u, cost, n = self._levenberg_marquardt(start, data, sqrt_w, start_its)
                 used = used + n
                 better = cost < best_cost
                 best_u = torch.where(better.unsqueeze(-1), u, best_u)
