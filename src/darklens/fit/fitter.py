@@ -9,7 +9,7 @@ batch of images converges image by image. Near the minimum this converges quadra
 a first-order optimiser cannot do at the signal-to-noise of real lens images. The first stages
 render at one sample per pixel; the last, a few iterations, at the instrument's supersampling,
 with the Jacobian still taken at one sample per pixel (an approximate Jacobian changes the
-step, never the cost a step must lower). With the compiled renderer this fits 9-37 images per
+step, never the cost a step must lower). With the compiled renderer this fits 5.5-32 images per
 CPU-second on one core at 64x64, fewest where the PSF and lens light are fitted too
 (``benchmarks/refit.py fitter``).
 
