@@ -7,6 +7,7 @@ import pytest
 from report_toy import toy_rings
 
 import darklens.report.html as report_html
+import darklens.report.image_sections as image_sections
 from darklens.benchmark import BenchmarkSpec, run_benchmark
 from darklens.data.hdf5 import write_shard
 from darklens.data.shards import ShardDataset
@@ -31,7 +32,7 @@ def test_streamed_report_equals_the_loaded_one(bench, monkeypatch):
     bench_dir, n_images = bench
     loaded = report_html.build_report(bench_dir, MAX_EMBED)  # shards found: streamed
     with monkeypatch.context() as m:  # the former way: everything loaded first
-        m.setattr(report_html, "is_shard_path", lambda path: False)
+        m.setattr(image_sections, "is_shard_path", lambda path: False)
         whole = report_html.build_report(bench_dir, MAX_EMBED)
     assert loaded == whole
     assert "substructure_chi2" in whole and "bin 1" in whole  # the column was read
@@ -48,7 +49,7 @@ def test_streamed_report_reads_only_the_images_it_shows(bench, monkeypatch):
     def no_loading(path):
         raise AssertionError("the report loaded the data whole")
 
-    monkeypatch.setattr(report_html, "load_dataset", no_loading)
+    monkeypatch.setattr(image_sections, "load_dataset", no_loading)
     text = report_html.build_report(bench_dir, MAX_EMBED, cache_mb=0.01)
     assert 'id="representation"' in text and 'id="gallery"' in text
     # 8 per class (examples); per detector 8 + 8 extremes, 6 where-maps, MAX_EMBED embedded
