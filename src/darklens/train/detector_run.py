@@ -116,26 +116,22 @@ def physical_pseudo(detector: Detector, source: Any, split: Split | None,
                     normaliser: Normaliser, normal: str, seed: int) -> dict[str, Any] | None:
     """Give a detector with a label-free choice (``accepts_pseudo_anomalies``) physical
     pseudo-anomalies: its validation normals (of ``split``) re-rendered with random point masses
-    (``darklens.simulate.pseudo``), normalised like its training images. Only for data that
-    say how darklens simulated them (a ``LensData`` or shards with their preset, seed and image
-    indices);
-    otherwise the detector keeps its own proxy and this returns None, else config.json's
-    record of them."""
+    (``darklens.simulate.pseudo``), normalised like its training images. Only for data that say
+    how darklens simulated them (a ``LensData`` or shards with their preset, seed and image
+    indices); otherwise the detector keeps its own proxy and this returns None, else
+    config.json's record of them."""
     if not detector.accepts_pseudo_anomalies or split is None \
             or not isinstance(source, (LensData, ShardDataset)):
         return None
     from darklens.simulate.pseudo import pseudo_for_data
 
+    rows = split.val[source.labels[split.val] == list(source.class_names).index(normal)]
     if isinstance(source, ShardDataset):  # its metadata stay on disk: read the one column
         index = source.metadata_column("index")
         if index is None:
             return None
-        labels, names = source.labels, list(source.class_names)
-        source = SimpleNamespace(attrs=dict(source.attrs), metadata={"index": index},
-                                 labels=labels, class_names=names)  # what pseudo_for_data reads
-
-    val = split.val
-    rows = val[source.labels[val] == source.class_names.index(normal)]
+        # what pseudo_for_data reads of a data set
+        source = SimpleNamespace(attrs=dict(source.attrs), metadata={"index": index})
     pseudo = pseudo_for_data(source, rows, pseudo_seed=seed)
     if pseudo is None:
         return None
