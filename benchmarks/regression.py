@@ -53,6 +53,7 @@ from darklens.models.regression_persistence import (
     load_regression_run,
     predict_images,
     predict_posteriors,
+    recalibrated,
 )
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
 from darklens.models.training_prior import TrainingPrior
@@ -151,6 +152,40 @@ def pull_summary(rows: list[dict]) -> dict:
     return out
 
 
+def evaluate_posteriors(pred, truth: np.ndarray, targets: list[str], support, info: dict,
+                        seed: int) -> dict:
+    """Per-lens accuracy (``metrics``: posterior mean and sigma), calibration and
+    identifiability of one set of test posteriors."""
+    ident = {}
+    for j, t in enumerate(targets):
+        prior = TrainingPrior.from_dict(info["training_prior"][t]["prior"])
+        ident[t] = identifiability(pred.samples[:, :, j], truth[:, j], prior_std(prior) ** 2)
+    return {"metrics": {"tta": metrics_per_target(targets, truth, pred.mean,
+                                                  np.sqrt(pred.var))},
+            "calibration": calibration_report(pred.samples, truth, targets, support,
+                                              seed=seed),
+            "identifiability": ident}
+
+
+def populations(pred, truth: np.ndarray, targets: list[str], support, grids, info: dict,
+                sizes: list[int], n_pop: int, rng: np.random.Generator,
+                effective_key: str) -> dict:
+    """Population pulls per target, dividing out the effective prior (``effective_key`` of
+    the run's record: the raw or the recalibrated posteriors') and the nominal one."""
+    out: dict = {}
+    for j, t in enumerate(targets):
+        lo, hi = support[j] if support else (truth[:, j].min(), truth[:, j].max())
+        pops = draw_populations(truth[:, j], lo, hi, sizes, n_pop, rng)
+        out[t] = {}
+        for divisor in ("effective", "training"):  # the prior divided out: both measured
+            entry = info[effective_key if divisor == "effective" else "training_prior"][t]
+            prior = TrainingPrior.from_dict(entry["prior"])
+            rows = population_pulls(pops, grids[j], pred.density[:, j], truth[:, j], prior, t)
+            out[t][divisor] = {"summary": pull_summary(rows), "populations": rows,
+                               "prior_source": entry["source"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = p.add_mutually_exclusive_group()
@@ -184,6 +219,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--populations", type=int, default=20, help="populations per size")
     p.add_argument("--population-sizes", default="50,200")
     p.add_argument("--draws", type=int, default=256, help="posterior draws per test lens")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="fit no PIT recalibration on the validation images (by default one "
+                        "is fitted, and both the raw and the recalibrated posteriors are "
+                        "measured: top level the recalibrated, 'raw' the raw)")
     p.add_argument("--out", default="benchmarks/results/regression.json")
     args = p.parse_args(argv)
 
@@ -223,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
                            val_fraction=0.1, test_fraction=0.0,
                            max_minutes=None if budget is None or args.clock == "cpu"
                            else budget / 60,
-                           device=device, posterior=args.posterior, n_bins=args.n_bins)
+                           device=device, posterior=args.posterior, n_bins=args.n_bins,
+                           recalibrate=not args.no_recalibrate)
     sizes = [int(v) for v in args.population_sizes.split(",") if v.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"
@@ -238,35 +278,29 @@ def main(argv: list[str] | None = None) -> dict:
         t2 = time.perf_counter()
         truth = np.stack([test_data.metadata[t] for t in targets], axis=1).astype(np.float64)
         support = run.support()
-        results, calibration, ident = {}, {}, {}
-        pred = predict_posteriors(run, test_data.images, tta=True, n_samples=args.draws,
-                                  seed=args.seed, device=device)
-        results["tta"] = metrics_per_target(targets, truth, pred.mean, np.sqrt(pred.var))
+        grids = run.grids()
+        raw = predict_posteriors(run, test_data.images, tta=True, n_samples=args.draws,
+                                 seed=args.seed, device=device, recalibrate=False)
+        variants = {"raw": raw}
+        if run.recalibration is not None:  # what the run predicts by default
+            variants["recalibrated"] = recalibrated(raw, run.recalibration, grids)
+        evaluated = {name: evaluate_posteriors(pred, truth, targets, support, info, args.seed)
+                     for name, pred in variants.items()}
         if run.posterior == "gaussian":
-            mean, sigma = predict_images(run, test_data.images, tta=False, device=device)
-            results["plain"] = metrics_per_target(targets, truth, mean, sigma)
-        calibration = calibration_report(pred.samples, truth, targets, support, seed=args.seed)
-        for j, t in enumerate(targets):
-            prior = TrainingPrior.from_dict(info["training_prior"][t]["prior"])
-            ident[t] = identifiability(pred.samples[:, :, j], truth[:, j], prior_std(prior) ** 2)
+            mean, sigma = predict_images(run, test_data.images, tta=False, device=device,
+                                         recalibrate=False)
+            evaluated["raw"]["metrics"]["plain"] = metrics_per_target(targets, truth, mean,
+                                                                      sigma)
         eval_seconds = time.perf_counter() - t2
         t3 = time.perf_counter()
-        rng = np.random.default_rng(args.seed + 30_000)
-        population: dict = {}
-        grids = run.grids()
-        for j, t in enumerate(targets):
-            lo, hi = support[j] if support else (truth[:, j].min(), truth[:, j].max())
-            pops = draw_populations(truth[:, j], lo, hi, sizes, args.populations, rng)
-            population[t] = {}
-            for divisor in ("effective", "training"):  # the prior divided out: both measured
-                entry = info["effective_prior" if divisor == "effective" else
-                             "training_prior"][t]
-                prior = TrainingPrior.from_dict(entry["prior"])
-                rows = population_pulls(pops, grids[j], pred.density[:, j], truth[:, j],
-                                        prior, t)
-                population[t][divisor] = {"summary": pull_summary(rows), "populations": rows,
-                                          "prior_source": entry["source"]}
+        for name, pred in variants.items():
+            rng = np.random.default_rng(args.seed + 30_000)  # the same populations for each
+            evaluated[name]["population"] = populations(
+                pred, truth, targets, support, grids, info, sizes, args.populations, rng,
+                "effective_prior_recalibrated" if name == "recalibrated" else
+                "effective_prior")
         pop_seconds = time.perf_counter() - t3
+        default = "recalibrated" if "recalibrated" in variants else "raw"
 
     report = {
         "benchmark": "regression",
@@ -283,9 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": {"simulate": sim_seconds, "train": train_seconds, "evaluate": eval_seconds,
                     "populations": pop_seconds, "train_cpu": train_cpu_seconds},
         "clock": args.clock,
-        "metrics": results, "calibration": calibration, "identifiability": ident,
+        **evaluated[default],
+        "posteriors": default,
+        "raw": evaluated["raw"] if default != "raw" else None,
+        "recalibration": None if run.recalibration is None else run.recalibration.to_dict(),
         "training_prior": info["training_prior"],
-        "population": population,
         "published": {name: mae for name, mae in PUBLISHED} if targets == [TARGET] else {},
         "config": {**vars(args), "device": device},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -296,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print_tables(report)
-    if not all(math.isfinite(m["mae"]) for m in results["tta"].values()):
+    if not all(math.isfinite(m["mae"]) for m in report["metrics"]["tta"].values()):
         raise SystemExit("non-finite MAE")
     write_json_atomic(args.out, report)
     print(f"\nwrote {args.out}")
@@ -304,31 +340,38 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_tables(report: dict) -> None:
-    """Markdown tables: accuracy and calibration per target, population pulls per N."""
+    """Markdown tables: accuracy and calibration per target, population pulls per N, for the
+    default posteriors and (when recalibrated) the raw ones."""
+    variants = [(report["posteriors"], report)]
+    if report.get("raw"):
+        variants.append(("raw", report["raw"]))
     print("\n| target | posterior | training | MAE | RMSE | R2 | cov 68 | cov 95 | SBC p | "
           "TARP 68 | TARP 95 | measurable range |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for t, m in report["metrics"]["tta"].items():
-        c = report["calibration"]["targets"][t]
-        rng = report["identifiability"][t]["measurable_range"]
-        print(f"| {t} | {report['posterior']} + TTA | {report['mode']}, "
-              f"{sum(report['epochs_run'])} epochs, {report['n_train']} images | "
-              f"{m['mae']:.4g} | {m['rmse']:.4g} | {m['r2']:.3f} | "
-              f"{c['coverage_by_truth']['central_68']:.3f} | "
-              f"{c['coverage_by_truth']['central_95']:.3f} | {c['sbc']['p_value']:.3g} | "
-              f"{c['tarp']['ecp_68']:.3f} | {c['tarp']['ecp_95']:.3f} | "
-              f"{'none' if rng is None else f'[{rng[0]:.3g}, {rng[1]:.3g}]'} |")
-    print("\n| target | prior divided out | N | populations | constrained | pull mean | "
-          "pull std | not constrained (truth in 95%) | all: pull mean / std |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for t, by_divisor in report["population"].items():
-        for divisor, pop in by_divisor.items():
-            for n, s in pop["summary"].items():
-                pm = "-" if s["pull_mean"] is None else f"{s['pull_mean']:+.2f}"
-                ps = "-" if s["pull_std"] is None else f"{s['pull_std']:.2f}"
-                print(f"| {t} | {divisor} | {n} | {s['populations']} | {s['constrained']} | "
-                      f"{pm} | {ps} | {s['not_constrained']} ({s['not_constrained_in_95']}) | "
-                      f"{s['pull_mean_all']:+.2f} / {s['pull_std_all']:.2f} |")
+    for name, part in variants:
+        for t, m in part["metrics"]["tta"].items():
+            c = part["calibration"]["targets"][t]
+            rng = part["identifiability"][t]["measurable_range"]
+            print(f"| {t} | {report['posterior']} + TTA, {name} | {report['mode']}, "
+                  f"{sum(report['epochs_run'])} epochs, {report['n_train']} images | "
+                  f"{m['mae']:.4g} | {m['rmse']:.4g} | {m['r2']:.3f} | "
+                  f"{c['coverage_by_truth']['central_68']:.3f} | "
+                  f"{c['coverage_by_truth']['central_95']:.3f} | {c['sbc']['p_value']:.3g} | "
+                  f"{c['tarp']['ecp_68']:.3f} | {c['tarp']['ecp_95']:.3f} | "
+                  f"{'none' if rng is None else f'[{rng[0]:.3g}, {rng[1]:.3g}]'} |")
+    print("\n| target | posteriors | prior divided out | N | populations | constrained | "
+          "pull mean | pull std | not constrained (truth in 95%) | all: pull mean / std |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, part in variants:
+        for t, by_divisor in part["population"].items():
+            for divisor, pop in by_divisor.items():
+                for n, s in pop["summary"].items():
+                    pm = "-" if s["pull_mean"] is None else f"{s['pull_mean']:+.2f}"
+                    ps = "-" if s["pull_std"] is None else f"{s['pull_std']:.2f}"
+                    print(f"| {t} | {name} | {divisor} | {n} | {s['populations']} | "
+                          f"{s['constrained']} | {pm} | {ps} | {s['not_constrained']} "
+                          f"({s['not_constrained_in_95']}) | {s['pull_mean_all']:+.2f} / "
+                          f"{s['pull_std_all']:.2f} |")
 
 
 if __name__ == "__main__":

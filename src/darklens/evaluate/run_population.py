@@ -179,7 +179,8 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
                       target: str | None = None, model: str = "mean",
                       scatter: float | None = None, prior: TrainingPrior | None = None,
                       tta: bool = True, device: str = "cpu",
-                      divide_by: str = "effective") -> dict[str, Any]:
+                      divide_by: str = "effective", recalibrate: bool = True
+                      ) -> dict[str, Any]:
     """Predict the data with a run and infer the population quantity (see the module doc).
 
     Returns a JSON-able dict: ``estimate``, ``sigma``, ``median``, ``interval_68``,
@@ -190,7 +191,10 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
 
     ``divide_by``: ``effective`` (default) divides out the prior the network learned (the mean
     posterior of its validation images, recorded at training; ``effective_prior``) where the
-    run recorded one and no ``prior`` is given; ``training`` the nominal training prior."""
+    run recorded one and no ``prior`` is given; ``training`` the nominal training prior.
+
+    ``recalibrate``: use the run's recalibrated posteriors where it has a recalibration
+    (``darklens.models.recalibration``), and then the effective prior of those."""
     if divide_by not in DIVISORS:
         raise DarklensError(f"unknown --divide-by {divide_by!r}; use {' or '.join(DIVISORS)}")
     if model not in MODELS:
@@ -204,7 +208,9 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
     else:
         prior_source = "given (--prior)"
     divisor, divisor_source = prior, prior_source
-    effective = (run.info.get("effective_prior") or {}).get(target)
+    recalibrated = recalibrate and run.recalibration is not None
+    key = "effective_prior_recalibrated" if recalibrated else "effective_prior"
+    effective = (run.info.get(key) or {}).get(target)
     if divide_by == "effective" and effective and prior_source != "given (--prior)":
         try:
             divisor = TrainingPrior.from_dict(effective["prior"])
@@ -220,7 +226,7 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
     try:
         if grids is not None:  # any posterior shape: reweighting on the density grid
             pred = predict_posteriors(run, data.images[idx], tta=tta, n_samples=8,
-                                      device=device)
+                                      device=device, recalibrate=recalibrate)
             mu, sd = pred.mean[:, j], np.sqrt(pred.var[:, j])
             method = "importance reweighting of the per-lens densities on a grid"
             if model == "shared":
@@ -231,7 +237,8 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
             res, verdict = hres.result, hres.to_dict()
         else:
             divisor_source = prior_source
-            mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device)
+            mean, sigma = predict_images(run, data.images[idx], tta=tta, device=device,
+                                         recalibrate=recalibrate)
             mu, sd = mean[:, j].astype(np.float64), sigma[:, j].astype(np.float64)
             if model == "shared":
                 res = infer_shared_value(mu, sd, prior, parameter=target)
@@ -266,5 +273,6 @@ def population_of_run(run_dir: str | os.PathLike, data_path: str | os.PathLike,
         "divided_by": divisor_source,
         "warning": uninformative_warning(sd, prior, target),
         "used": used, "tta": tta, "ensemble": len(run.models),
+        "recalibrated": recalibrated,
         "darklens_version": __version__,
     }

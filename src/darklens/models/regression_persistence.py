@@ -8,11 +8,14 @@ Layout (written by ``darklens.train.regression.train_regression``)::
     RUN/member-K/checkpoint.pt  per-epoch training state (resume)
     RUN/member-K/losses.csv     one row per epoch (darklens.train.loop)
     RUN/member-K/weights.pt     final weights (best validation epoch), tensors only
+    RUN/recalibration.json    the PIT recalibration fitted on the validation images
+                              (``darklens.models.recalibration``; absent in older runs)
 
 ``load_regression_run`` rebuilds the ensemble without unpickling arbitrary objects
 (``torch.load(..., weights_only=True)``); ``predict_images`` runs it (with test-time
 augmentation) on a batch of images; ``stream_posteriors`` on every image of a file or folder,
-read a batch at a time.
+read a batch at a time. Where the run has a recalibration, the posteriors they return are the
+recalibrated ones unless ``recalibrate=False``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from darklens.data.lensdata import LensData
 from darklens.data.stream import BadInput, ImageBatch, rebatch, stream_images
 from darklens.errors import CheckpointError, DataError
 from darklens.io import read_json_object
+from darklens.models.recalibration import Recalibration, load_recalibration
 from darklens.models.regressor import (
     PosteriorPrediction,
     Regressor,
@@ -119,6 +123,7 @@ class RegressionRun:
     models: list[Regressor]
     info: dict[str, Any]
     normaliser: Normaliser
+    recalibration: Recalibration | None = None
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -156,7 +161,8 @@ def load_regression_run(run_dir: str | os.PathLike) -> RegressionRun:
         raise CheckpointError(f"{Path(run_dir) / RUN_JSON}: no trained members")
     models = [load_weights(build_model(info), member_dir(run_dir, k) / WEIGHTS)
               for k in range(len(members))]
-    return RegressionRun(models, info, Normaliser.from_dict(info["normaliser"]))
+    return RegressionRun(models, info, Normaliser.from_dict(info["normaliser"]),
+                         load_recalibration(run_dir, tuple(info["targets"])))
 
 
 def _check_images(run: RegressionRun, images: np.ndarray) -> np.ndarray:
@@ -171,12 +177,14 @@ def _check_images(run: RegressionRun, images: np.ndarray) -> np.ndarray:
 
 
 def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
-                   batch_size: int = 256, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 256, device: str = "cpu", recalibrate: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(mean, sigma), each (N, T), for images (N, 1, H, W) in the run's physical units."""
     images = _check_images(run, images)
-    if run.posterior != "gaussian":
+    if run.posterior != "gaussian" or (recalibrate and run.recalibration is not None):
         pred = predict_posteriors(run, images, tta, n_samples=512, density=False,
-                                  batch_size=batch_size, device=device)
+                                  batch_size=batch_size, device=device,
+                                  recalibrate=recalibrate)
         return pred.mean, np.sqrt(pred.var)
     for m in run.models:
         m.to(device).eval()
@@ -195,16 +203,19 @@ def predict_images(run: RegressionRun, images: np.ndarray, tta: bool = True,
 def predict_posteriors(run: RegressionRun, images: np.ndarray, tta: bool = True,
                        n_samples: int = 256, density: bool = True, seed: int = 0,
                        batch_size: int = 256, device: str = "cpu",
-                       generator: torch.Generator | None = None) -> PosteriorPrediction:
+                       generator: torch.Generator | None = None,
+                       recalibrate: bool = True) -> PosteriorPrediction:
     """Every image's posterior (``predict_posterior``): mean, variance, ``n_samples`` draws
     and, with ``density`` and a run whose targets have a support, the marginal densities on
     ``run.grids()``. Draws come from one generator seeded with ``seed`` (or ``generator``,
     carried over calls that predict one data set in parts), so a call with the same images,
-    seed and batch size gives the same draws."""
+    seed and batch size gives the same draws. With ``recalibrate`` and a run that has a
+    recalibration, the recalibrated posteriors (``recalibrated``)."""
     images = _check_images(run, images)
     for m in run.models:
         m.to(device).eval()
-    grids = run.grids() if density else None
+    recal = run.recalibration if recalibrate else None
+    grids = run.grids() if density or recal is not None else None
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     parts = []
     for lo in range(0, len(images), batch_size):
@@ -212,15 +223,37 @@ def predict_posteriors(run: RegressionRun, images: np.ndarray, tta: bool = True,
         parts.append(predict_posterior(run.models, x, tta, n_samples, grids, gen))
     if not parts:
         raise DataError("no images to predict")
-    return PosteriorPrediction(
+    pred = PosteriorPrediction(
         np.concatenate([p.mean for p in parts]), np.concatenate([p.var for p in parts]),
         np.concatenate([p.samples for p in parts]),
         None if grids is None else np.concatenate([p.density for p in parts]))
+    if recal is not None:
+        pred = recalibrated(pred, recal, grids)
+    if not density:
+        pred.density = None
+    return pred
+
+
+def recalibrated(pred: PosteriorPrediction, recal: Recalibration,
+                 grids: np.ndarray | None) -> PosteriorPrediction:
+    """``pred`` with every posterior recalibrated (``darklens.models.recalibration``): draws
+    and densities mapped; mean and variance of the recalibrated densities on the grid (from
+    the draws where there is none)."""
+    if grids is None or pred.density is None:
+        samples = recal.apply_samples(pred.samples)
+        return PosteriorPrediction(samples.mean(1).astype(np.float64),
+                                   samples.var(1).astype(np.float64), samples, None)
+    samples = recal.apply_samples(pred.samples, grids, pred.density)
+    dens = recal.apply_density(grids, pred.density)
+    g = np.asarray(grids, np.float64)[None]
+    mean = np.trapezoid(dens * g, g, axis=-1)
+    var = np.maximum(np.trapezoid(dens * (g - mean[..., None]) ** 2, g, axis=-1), 0.0)
+    return PosteriorPrediction(mean, var, samples, dens)
 
 
 def stream_posteriors(run: RegressionRun, path: str | os.PathLike, tta: bool = True,
                       n_samples: int = 256, seed: int = 0, batch_size: int = 256,
-                      device: str = "cpu", on_bad: str = "stop"
+                      device: str = "cpu", on_bad: str = "stop", recalibrate: bool = True
                       ) -> Iterator[tuple[ImageBatch, PosteriorPrediction] | BadInput]:
     """The posteriors (no densities) of every image at ``path``, read ``batch_size`` at a
     time (:mod:`darklens.data.stream`; memory does not grow with the data): each batch with
@@ -237,4 +270,5 @@ def stream_posteriors(run: RegressionRun, path: str | os.PathLike, tta: bool = T
             yield item
             continue
         yield item, predict_posteriors(run, item.images, tta, n_samples, density=False,
-                                       batch_size=batch_size, device=device, generator=gen)
+                                       batch_size=batch_size, device=device, generator=gen,
+                                       recalibrate=recalibrate)

@@ -22,6 +22,11 @@
    atomically each epoch and ``member-K/losses.csv``. ``resume=True`` continues an interrupted
    run from its checkpoints and ends with the same weights as an uninterrupted run.
    ``max_minutes`` (shared evenly by members) stops training when spent (the CPU benchmark).
+5. Predicts the validation images (ensemble, TTA), fits the PIT recalibration of their
+   posteriors against their truths (``recalibrate``; ``darklens.models.recalibration``,
+   ``RUN/recalibration.json``) and records the effective prior, the mean validation
+   posterior, of the raw and of the recalibrated posteriors (``effective_prior``,
+   ``effective_prior_recalibrated``), which population inference divides out.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.io import atomic_path, write_json_atomic
 from darklens.models.base import OptimizerGroup
+from darklens.models.recalibration import MIN_LENSES, Recalibration, pit_values
 from darklens.models.regression_persistence import (
     GRID_POINTS,
     RUN_JSON,
@@ -53,7 +59,12 @@ from darklens.models.regression_persistence import (
     member_dir,
     read_json,
 )
-from darklens.models.regressor import Regressor, predict_posterior, random_dihedral
+from darklens.models.regressor import (
+    PosteriorPrediction,
+    Regressor,
+    predict_posterior,
+    random_dihedral,
+)
 from darklens.models.training_prior import (
     TrainingPrior,
     describe_training_prior,
@@ -98,6 +109,7 @@ class RegressionConfig:
     n_bins: int = 40  # bins of the binned posterior per target
     priors: dict[str, str] | None = None  # target -> known training prior "uniform:LOW:HIGH"
     skip_nan: bool = False  # drop images whose target is NaN (else an error)
+    recalibrate: bool = True  # fit the PIT recalibration on the validation images
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RegressionConfig:
@@ -330,37 +342,83 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         models.append(model.eval())
         info["members"].append(summary)
         write_json_atomic(info_path, info)
-    if support is not None:
-        info["effective_prior"] = effective_prior(models, val_set.tensors[0], cfg.targets,
-                                                  support, cfg.seed)
-        write_json_atomic(info_path, info)
+    val_truth = subset.values[split.val]
+    grids = None if support is None else np.stack(
+        [np.linspace(lo, hi, GRID_POINTS) for lo, hi in support])
+    if grids is None and not cfg.recalibrate:
+        return info
+    pred = validation_posteriors(models, val_set.tensors[0], grids, cfg.seed)
+    if grids is not None:
+        info["effective_prior"] = effective_prior(grids, pred.density, cfg.targets)
+    if cfg.recalibrate:
+        recal = fit_recalibration(cfg.targets, pred, val_truth, grids, out, log)
+        if recal is not None and grids is not None:
+            dens = recal.apply_density(grids, pred.density)
+            info["effective_prior_recalibrated"] = effective_prior(grids, dens, cfg.targets)
+    write_json_atomic(info_path, info)
     return info
 
 
-def effective_prior(models: list[Regressor], images: torch.Tensor, targets: list[str],
-                    support: list[list[float]], seed: int) -> dict[str, dict[str, Any]]:
+def validation_posteriors(models: list[Regressor], images: torch.Tensor,
+                          grids: np.ndarray | None, seed: int) -> PosteriorPrediction:
+    """The ensemble's posteriors (TTA, 256 draws each; densities on ``grids`` if any) of the
+    validation images, from a generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    parts = [predict_posterior(models, images[lo:lo + 256], True, 256, grids, gen)
+             for lo in range(0, len(images), 256)]
+    return PosteriorPrediction(
+        np.concatenate([p.mean for p in parts]), np.concatenate([p.var for p in parts]),
+        np.concatenate([p.samples for p in parts]),
+        None if grids is None else np.concatenate([p.density for p in parts]))
+
+
+def fit_recalibration(targets: list[str], pred: PosteriorPrediction, truth: np.ndarray,
+                      grids: np.ndarray | None, out: Path,
+                      log: Callable[[str], None]) -> Recalibration | None:
+    """Fit the PIT recalibration on the validation posteriors and save it in ``out``
+    (``recalibration.json``), with the validation PIT values' uniformity (KS p) before and
+    after; None, saying why, with fewer than ``MIN_LENSES`` validation images."""
+    from scipy.stats import kstest
+
+    n = len(truth)
+    if n < MIN_LENSES:
+        log(f"no recalibration: {n} validation images (at least {MIN_LENSES} needed)")
+        return None
+    pit = pit_values(pred.samples, truth, grids, pred.density)
+    recal = Recalibration.fit(targets, pred.samples, truth, grids, pred.density)
+    info = {"fitted_on": f"{n} validation images (ensemble, TTA)", "n_lenses": n,
+            "cdf": "marginal densities on the grid" if grids is not None else "the draws",
+            "validation_pit_ks_p_before": {t: float(kstest(pit[:, j], "uniform").pvalue)
+                                           for j, t in enumerate(targets)},
+            "validation_pit_ks_p_after": {
+                t: float(kstest(recal.maps[j](pit[:, j]), "uniform").pvalue)
+                for j, t in enumerate(targets)}}
+    recal.info = info
+    recal.save(out)
+    before = ", ".join(f"{v:.2g}" for v in info["validation_pit_ks_p_before"].values())
+    log(f"recalibration fitted on {n} validation images (PIT uniformity, KS p: {before} "
+        "before)")
+    return recal
+
+
+def effective_prior(grids: np.ndarray, density: np.ndarray, targets: list[str]
+                    ) -> dict[str, dict[str, Any]]:
     """The prior the trained ensemble actually learned, per target: the mean of its posteriors
     (with TTA) over the validation images, which were drawn from the training prior, on each
-    target's density grid (``GRID_POINTS`` over the support). Population inference divides it
-    out instead of the nominal prior: a lens the network says nothing about then contributes
-    a flat factor, where the nominal prior would leave the network's small systematic tilt,
-    which N lenses multiply into a confident wrong answer."""
-    grids = np.stack([np.linspace(lo, hi, GRID_POINTS) for lo, hi in support])
-    gen = torch.Generator().manual_seed(seed)
-    total = np.zeros((len(targets), GRID_POINTS))
-    for lo in range(0, len(images), 256):
-        pred = predict_posterior(models, images[lo:lo + 256], True, 8, grids, gen,
-                                 density_draws=128)  # averaged over images: few suffice
-        total += pred.density.sum(axis=0)
+    target's density grid ``grids`` (T, G) (``density``: (N, T, G)). Population inference
+    divides it out instead of the nominal prior: a lens the network says nothing about then
+    contributes a flat factor, where the nominal prior would leave the network's small
+    systematic tilt, which N lenses multiply into a confident wrong answer."""
     out = {}
+    n = len(density)
     for j, t in enumerate(targets):
         g = grids[j]
-        dens = np.maximum(total[j] / len(images), 1e-12)
+        dens = np.maximum(density[:, j].mean(axis=0), 1e-12)
         dens /= np.trapezoid(dens, g)
         half = 0.5 * (g[1] - g[0])
         edges = np.concatenate([[g[0] - half], 0.5 * (g[1:] + g[:-1]), [g[-1] + half]])
         prior = TrainingPrior("histogram", low=float(edges[0]), high=float(edges[-1]),
                               edges=tuple(edges.tolist()), density=tuple(dens.tolist()))
         out[t] = {"prior": prior.to_dict(),
-                  "source": f"mean posterior (TTA) of the {len(images)} validation images"}
+                  "source": f"mean posterior (TTA) of the {n} validation images"}
     return out
