@@ -28,6 +28,7 @@ from darklens.simulate import compiled, physics
 from darklens.simulate.backend import dispatch
 
 E_MAX = 0.5  # |e1|, |e2| bound: q >= 0.17
+RIDGE = 1e-6  # relative ridge of the linear solve (amplitudes and background)
 
 
 @dataclass(frozen=True)
@@ -160,15 +161,26 @@ class SmoothRenderer:
 
     def components(self, u: Tensor, parts: tuple[int, ...] | None = None) -> Tensor:
         """Unit-amplitude images (B, C, P) of the source (and lens light), PSF applied; with
-        ``parts``, only those components (B, len(parts), P), in that order.
-
-        Through the compiled graph where available and nothing needs a gradient, else eager.
-        """
+        ``parts``, only those components (B, len(parts), P), in that order."""
         parts = tuple(range(self.n_components)) if parts is None else parts
+        b = u.shape[0]
+        which = torch.tensor(parts, dtype=torch.int64).repeat_interleave(b)
+        rows = self.render_rows(u.repeat(len(parts), 1), which)  # (C * B, P), part-major
+        return rows.view(len(parts), b, -1).transpose(0, 1)
+
+    def render_rows(self, u: Tensor, part: Tensor) -> Tensor:
+        """Row ``i`` (N, P) is component ``part[i]`` (0 source, 1 lens light) of ``u[i]``.
+
+        Any mix of components and parameter sets renders in one call: through the compiled
+        graph (where available and nothing needs a gradient) that is one fused loop, so the
+        fitter's Jacobian (the base model and every shifted parameter, both components) costs
+        one call's overhead instead of one per component. Each row's pixels do not depend on
+        the other rows (see :mod:`darklens.simulate.compiled`).
+        """
         eligible = self.dtype == torch.float32 and not (torch.is_grad_enabled() and
                                                         u.requires_grad)
-        return dispatch(self.backend, u.shape[0], lambda: self._compiled(u, parts),
-                                 lambda: self._eager(u, parts), eligible=eligible)
+        return dispatch(self.backend, u.shape[0], lambda: self._compiled(u, part),
+                        lambda: self._eager_rows(u, part), eligible=eligible)
 
     def dependencies(self) -> list[list[int]]:
         """For each component, the columns of ``u`` it depends on: the lens light does not
@@ -192,33 +204,43 @@ class SmoothRenderer:
         sigma = physics.fwhm_to_sigma(fwhm) / inst.pixel_scale
         return physics.gaussian_kernel_1d(sigma, self.radius, self.dtype)
 
-    def _compiled(self, u: Tensor, parts: tuple[int, ...]) -> Tensor:
-        """:meth:`_eager` through :func:`darklens.simulate.compiled.render` (one fused loop)."""
+    def _compiled(self, u: Tensor, part: Tensor) -> Tensor:
+        """:meth:`render_rows` through :func:`darklens.simulate.compiled.render`: every row
+        in one fused loop (a lens-light row has no deflection: its lens constants have b = 0)."""
         inst = self.inst
         p = to_physical(u, self.specs)
-        b, m = u.shape[0], inst.n_pix * inst.supersample
+        n, m = u.shape[0], inst.n_pix * inst.supersample
         lq, lphi = axis_ratio_angle(p["lens_e1"], p["lens_e2"])
         e = torch.sqrt(torch.clamp(1.0 - lq * lq, min=1e-8))
         lens = torch.stack([p["lens_x"], p["lens_y"], torch.cos(lphi), torch.sin(lphi), lq * lq,
                             e, p["theta_e"] * torch.sqrt(lq) / e, p["gamma1"], p["gamma2"]], 1)
         one = torch.ones_like(lq)
         sq, sphi = axis_ratio_angle(p["source_e1"], p["source_e2"])
-        columns = [(lens, compiled.sersic_columns(one, p["source_r_eff"], p["source_n"], sq, sphi,
-                                                   p["source_x"], p["source_y"]))]
-        if inst.lens_light:
+        light = compiled.sersic_columns(one, p["source_r_eff"], p["source_n"], sq, sphi,
+                                        p["source_x"], p["source_y"])
+        if inst.lens_light and bool((part == 1).any()):
+            is_light = (part == 1).view(-1, 1)
             gq, gphi = axis_ratio_angle(p["light_e1"], p["light_e2"])
             no_lens = torch.zeros_like(lens)
             no_lens[:, 2], no_lens[:, 4], no_lens[:, 5] = 1.0, 1.0, 1.0  # b = 0: no deflection
-            columns.append((no_lens, compiled.sersic_columns(
-                one, p["light_r_eff"], p["light_n"], gq, gphi, p["lens_x"], p["lens_y"])))
-        taps = self._psf_taps(p, b)
+            lens = torch.where(is_light, no_lens, lens)
+            light = torch.where(is_light, compiled.sersic_columns(
+                one, p["light_r_eff"], p["light_n"], gq, gphi, p["lens_x"], p["lens_y"]), light)
+        taps = self._psf_taps(p, n)
         x, y = self.x.view(1, m, m), self.y.view(1, m, m)
         area = inst.pixel_scale ** 2  # compiled.render returns flux per pixel: undo it
-        images = [compiled.render(x, y, lens_cols, light, None, None, None, None, taps,
-                                  n_pix=inst.n_pix, factor=inst.supersample,
-                                  pixel_scale=inst.pixel_scale) / area
-                  for lens_cols, light in (columns[i] for i in parts)]
-        return torch.stack(images, 1).reshape(b, len(parts), inst.n_pix * inst.n_pix)
+        images = compiled.render(x, y, lens, light, None, None, None, None, taps,
+                                 n_pix=inst.n_pix, factor=inst.supersample,
+                                 pixel_scale=inst.pixel_scale) / area
+        return images.reshape(n, inst.n_pix * inst.n_pix)
+
+    def _eager_rows(self, u: Tensor, part: Tensor) -> Tensor:
+        """:meth:`render_rows` in eager PyTorch: the rows of each component together."""
+        out = u.new_empty((u.shape[0], self.inst.n_pix * self.inst.n_pix))
+        for c in torch.unique(part).tolist():
+            rows = torch.nonzero(part == c).squeeze(-1)
+            out[rows] = self._eager(u[rows], (int(c),))[:, 0]
+        return out
 
     def _eager(self, u: Tensor, parts: tuple[int, ...]) -> Tensor:
         """Eager PyTorch rendering (differentiable; any dtype) of the components ``parts``."""
@@ -249,7 +271,7 @@ class SmoothRenderer:
 
 
 def solve_linear(components: Tensor, data: Tensor, weights: Tensor,
-                 ridge: float = 1e-6) -> tuple[Tensor, Tensor]:
+                 ridge: float = RIDGE) -> tuple[Tensor, Tensor]:
     """Weighted least-squares amplitudes of the components plus a constant background.
 
     components (..., C, P), data and weights (..., P), broadcast against each other (so the
