@@ -53,13 +53,14 @@ from darklens.models.regression_persistence import (
     load_regression_run,
     predict_images,
     predict_posteriors,
+    read_run_info,
     recalibrated,
 )
 from darklens.models.regressor import Regressor, gaussian_nll, random_dihedral
 from darklens.models.training_prior import TrainingPrior
 from darklens.simulate.presets import get_preset, with_overrides
 from darklens.simulate.simulator import simulate_dataset
-from darklens.train.regression import RegressionConfig, train_regression
+from darklens.train.regression import RegressionConfig, recalibrate_run, train_regression
 
 TARGET = "log10_axion_mass"
 PUBLISHED = [("DeepLense XResNet18Hybrid (200 GPU epochs)", 0.126),
@@ -223,6 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="fit no PIT recalibration on the validation images (by default one "
                         "is fitted, and both the raw and the recalibrated posteriors are "
                         "measured: top level the recalibrated, 'raw' the raw)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="evaluate the finished run in --run-dir (trained by this script with "
+                        "the same data options) without training: refits its recalibration "
+                        "on its validation images, then measures as after training")
     p.add_argument("--out", default="benchmarks/results/regression.json")
     args = p.parse_args(argv)
 
@@ -247,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
     rate = throughput(arch, args.norm, args.batch_size, train_data.images.shape[-1], device,
                       clock=clock)
     n_fit = int(round(0.9 * n_train))
+    if args.evaluate_only and not args.run_dir:
+        raise SystemExit("--evaluate-only needs --run-dir")
     if args.epochs:
         epochs = args.epochs
     elif full:
@@ -268,12 +275,20 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"
         t1, c1 = time.perf_counter(), time.process_time()
-        info = train_regression(train_data, cfg, run_dir,
-                                data_source=f"simulate_dataset({args.preset}, {n_train}, "
-                                            f"seed={args.seed})",
-                                log=lambda m: print(m, flush=True))
-        train_seconds = time.perf_counter() - t1
-        train_cpu_seconds = time.process_time() - c1
+        if args.evaluate_only:  # the run is there: (re)fit only its recalibration
+            info = recalibrate_run(run_dir, train_data, seed=args.seed,
+                                   log=lambda m: print(m, flush=True)) \
+                if not args.no_recalibrate else read_run_info(run_dir)
+            train_seconds = sum(m["seconds"] for m in info["members"])
+            train_cpu_seconds = None
+            epochs = info["config"]["epochs"]
+        else:
+            info = train_regression(train_data, cfg, run_dir,
+                                    data_source=f"simulate_dataset({args.preset}, {n_train}, "
+                                                f"seed={args.seed})",
+                                    log=lambda m: print(m, flush=True))
+            train_seconds = time.perf_counter() - t1
+            train_cpu_seconds = time.process_time() - c1
         run = load_regression_run(run_dir)
         t2 = time.perf_counter()
         truth = np.stack([test_data.metadata[t] for t in targets], axis=1).astype(np.float64)
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": {"simulate": sim_seconds, "train": train_seconds, "evaluate": eval_seconds,
                     "populations": pop_seconds, "train_cpu": train_cpu_seconds},
         "clock": args.clock,
+        "evaluate_only": args.evaluate_only,
         **evaluated[default],
         "posteriors": default,
         "raw": evaluated["raw"] if default != "raw" else None,

@@ -38,16 +38,19 @@ from darklens.evaluate.regression_metrics import metrics_per_target
 from darklens.evaluate.run_population import DIVISORS, MODELS, population_of_run, prior_std
 from darklens.io import write_json_atomic, write_text_atomic
 from darklens.models.posterior_heads import POSTERIORS
+from darklens.models.recalibration import load_recalibration
 from darklens.models.regression_persistence import (
     is_training_data,
     load_regression_run,
     predict_posteriors,
+    read_run_info,
     read_split,
+    recalibrated,
 )
 from darklens.models.regressor import ARCHS
 from darklens.models.training_prior import TrainingPrior, parse_prior
 from darklens.report.regression_figures import calibration_figure, regression_figures
-from darklens.train.regression import RegressionConfig, train_regression
+from darklens.train.regression import RegressionConfig, recalibrate_run, train_regression
 
 METRICS_JSON = "metrics.json"
 PREDICTIONS_CSV = "predictions.csv"
@@ -91,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--prior", action="append", default=[], metavar="NAME=uniform:LOW:HIGH",
                    help="a target's known training prior (its support bounds the binned and "
                         "flow posteriors; training values outside it are refused)")
+    t.add_argument("--no-recalibrate", action="store_true",
+                   help="fit no PIT recalibration of the posteriors on the validation images")
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.set_defaults(func=run_train)
@@ -100,8 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True)
     e.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
     e.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
+    e.add_argument("--no-recalibration", action="store_true",
+                   help="score the raw posteriors, even where the run has a recalibration")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=run_evaluate)
+
+    c = rsub.add_parser("recalibrate", help="fit (again) a run's PIT recalibration on its "
+                                            "validation images (e.g. a run trained before)")
+    c.add_argument("run", help="run directory")
+    c.add_argument("--data", required=True, help="the run's training data")
+    c.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
+    c.set_defaults(func=run_recalibrate)
 
     regress_predict.register(rsub)
 
@@ -122,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "training: the nominal training prior")
     g.add_argument("--out", help="write the result here as JSON")
     g.add_argument("--no-tta", action="store_true")
+    g.add_argument("--no-recalibration", action="store_true",
+                   help="the raw posteriors (and their effective prior), even where the run "
+                        "has a recalibration")
     g.add_argument("--device", default="cpu")
     g.set_defaults(func=run_population)
 
@@ -168,13 +185,32 @@ def run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         classes=_split_list(args.classes),
         max_minutes=_max_minutes(args), device=args.device, posterior=args.posterior,
-        n_bins=args.n_bins, priors=_priors(args.prior, targets), skip_nan=args.skip_nan)
+        n_bins=args.n_bins, priors=_priors(args.prior, targets), skip_nan=args.skip_nan,
+        recalibrate=not args.no_recalibrate)
     data = load_dataset(args.data)
     info = train_regression(data, cfg, args.out, resume=args.resume, data_source=args.data,
                             log=lambda m: print(m, file=sys.stderr))
     print(f"trained {len(info['members'])} member(s) on {info['data']['n_train']} images; "
           f"run in {args.out}")
     return 0
+
+
+def run_recalibrate(args: argparse.Namespace) -> int:
+    info = recalibrate_run(args.run, load_dataset(args.data), seed=args.seed,
+                           log=lambda m: print(m, file=sys.stderr))
+    fits = json_beta(args.run)
+    print(f"recalibrated {args.run} on its {info['data']['n_val']} validation images"
+          + (f" ({fits})" if fits else ""))
+    return 0
+
+
+def json_beta(run_dir: str) -> str:
+    """The fitted Beta maps of a run's recalibration, in words."""
+    recal = load_recalibration(run_dir, read_run_info(run_dir)["targets"])
+    if recal is None:
+        return ""
+    return "; ".join(f"{t}: Beta({v['a']:.3g}, {v['b']:.3g}), uniform p {v['p_uniform']:.2g}"
+                     for t, v in (recal.info.get("beta") or {}).items())
 
 
 def _outside_support(run, subset, idx: np.ndarray, truth: np.ndarray,
@@ -201,12 +237,16 @@ def _outside_support(run, subset, idx: np.ndarray, truth: np.ndarray,
 
 
 def evaluate_run(run_dir: str, data_path: str, tta: bool = True,
-                 device: str = "cpu", n_samples: int = 256, seed: int = 0) -> dict:
+                 device: str = "cpu", n_samples: int = 256, seed: int = 0,
+                 recalibrate: bool = True) -> dict:
     """Score a run on held-out images; write metrics.json, predictions.csv and figures.
 
     Beside accuracy and marginal coverage, per target: SBC ranks, TARP expected coverage,
     coverage in bins of the truth (``calibration``) and posterior width and contraction by
-    truth (``identifiability``), from ``n_samples`` posterior draws per image (seeded)."""
+    truth (``identifiability``), from ``n_samples`` posterior draws per image (seeded). With
+    a run that has a recalibration (and ``recalibrate``), these are of the recalibrated
+    posteriors, the raw ones' calibration beside them (``calibration_raw``) and the map in
+    ``recalibration``."""
     run = load_regression_run(run_dir)
     data = load_dataset(data_path)
     classes = run.info.get("config", {}).get("classes")
@@ -227,24 +267,34 @@ def evaluate_run(run_dir: str, data_path: str, tta: bool = True,
         idx, truth = subset.indices, subset.values
         used = f"all {len(idx)} usable images of {data_path} (not the training data)"
     idx, truth, dropped = _outside_support(run, subset, idx, truth, data_path)
+    support = run.support()
+    recal = run.recalibration if recalibrate else None
     pred = predict_posteriors(run, data.images[idx], tta=tta, n_samples=n_samples,
-                              density=False, seed=seed, device=device)
+                              density=recal is not None, seed=seed, device=device,
+                              recalibrate=False)
+    calib_raw = None
+    if recal is not None:
+        calib_raw = calibration_report(pred.samples, truth, list(run.targets), support,
+                                       seed=seed)
+        pred = recalibrated(pred, recal, run.grids())
     mean, sigma = pred.mean, np.sqrt(pred.var)
     per_target = metrics_per_target(run.targets, truth, mean, sigma)
-    support = run.support()
     calib = calibration_report(pred.samples, truth, list(run.targets), support, seed=seed)
     figures = []
     for j, t in enumerate(run.targets):
         prior = _prior_var(run, t, j, support)
         ident = identifiability(pred.samples[:, :, j], truth[:, j], prior) if prior else None
         per_target[t].update({"calibration": calib["targets"][t], "identifiability": ident})
+        if calib_raw is not None:
+            per_target[t]["calibration_raw"] = calib_raw["targets"][t]
         figures += [str(p) for p in regression_figures(t, truth[:, j], mean[:, j], sigma[:, j],
                                                        run_dir)]
         figures.append(str(calibration_figure(t, per_target[t], run_dir)))
     metrics: dict = {"targets": per_target, "n_images": len(idx), "evaluated_on": used,
                      "data": str(data_path), "tta": tta, "posterior": run.posterior,
                      "ensemble": len(run.models), "figures": figures,
-                     "draws": {"n": calib["n_draws"], "seed": seed}}
+                     "draws": {"n": calib["n_draws"], "seed": seed},
+                     "recalibration": None if recal is None else recal.to_dict()}
     if "tarp_joint" in calib:
         metrics["tarp_joint"] = calib["tarp_joint"]
     if len(run.targets) == 1:
@@ -276,7 +326,7 @@ def _prior_var(run, target: str, j: int, support: list[list[float]] | None) -> f
 
 def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, args.data, tta=not args.no_tta, device=args.device,
-                           seed=args.seed)
+                           seed=args.seed, recalibrate=not args.no_recalibration)
     print(f"evaluated on {metrics['evaluated_on']}")
     for msg in metrics.get("excluded", []):
         print(f"note: {msg}", file=sys.stderr)
@@ -334,7 +384,8 @@ def run_population(args: argparse.Namespace) -> int:
     prior = parse_prior(args.prior) if args.prior else None
     res = population_of_run(args.run, args.data, target=args.target, model=args.model,
                             scatter=args.scatter, prior=prior, tta=not args.no_tta,
-                            device=args.device, divide_by=args.divide_by)
+                            device=args.device, divide_by=args.divide_by,
+                            recalibrate=not args.no_recalibration)
     sys.stdout.write(population_table(res))
     if res["warning"]:
         print(f"warning: {res['warning']}", file=sys.stderr)

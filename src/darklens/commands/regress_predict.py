@@ -51,6 +51,8 @@ def register(rsub: argparse._SubParsersAction) -> None:
     q.add_argument("--n-samples", type=int, default=256, help="posterior draws per image")
     q.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     q.add_argument("--no-tta", action="store_true")
+    q.add_argument("--no-recalibration", action="store_true",
+                   help="the raw posteriors, even where the run has a recalibration")
     q.add_argument("--on-bad-file", choices=ON_BAD, default="stop",
                    help="a bad image file in the inputs: 'stop' the run with one line (exit 2, "
                    "nothing written; default) or 'skip' it (named on stderr, a row with empty "
@@ -99,7 +101,8 @@ def run_predict(args: argparse.Namespace) -> int:
             per_file = not is_shard_path(f)  # one file per image: name it, else the input
             index = 0
             for item in stream_posteriors(run, f, not args.no_tta, args.n_samples, args.seed,
-                                          args.batch_size, args.device, args.on_bad_file):
+                                          args.batch_size, args.device, args.on_bad_file,
+                                          recalibrate=not args.no_recalibration):
                 if isinstance(item, BadInput):
                     skipped.append(item)
                     w.writerow([item.name, index] + [""] * (len(cols) - 2))

@@ -3,17 +3,19 @@
 The recalibration of Kuleshov et al. (2018, "Accurate uncertainties for deep learning using
 calibrated regression"): the PIT value of lens i is p_i = F_i(y_i), its posterior CDF at the
 truth. Right posteriors give uniform p over lenses drawn from the training prior (what SBC
-tests). A monotone map R fitted so that R(p) is uniform over the validation lenses (R is
-their PIT values' empirical CDF, the isotonic fit Kuleshov et al. use) makes the posteriors
-G_i = R(F_i) calibrated in that sense; G_i's quantile function is F_i^-1(R^-1(u)).
+tests). A monotone map R fitted so that R(p) is uniform over the validation lenses makes the
+posteriors G_i = R(F_i) calibrated in that sense; G_i's quantile function is F_i^-1(R^-1(u)).
 
-``PitMap`` is R for one target: piecewise linear and strictly increasing from (0, 0) to (1, 1),
-through the validation PIT values' quantiles. ``Recalibration`` holds one per target and
-applies them to a ``PosteriorPrediction``: each draw moves to the quantile F^-1(R^-1(F(draw)))
-of its own lens's draws (per target, by its marginal rank, so a joint posterior keeps its
-dependence between targets), and each marginal density on its grid becomes
-R'(F(y)) f(y). It is global (one map per target for every lens): it makes the PIT values
-uniform over lenses like the validation ones, not the coverage in every bin of the truth.
+``PitMap`` is R for one target: piecewise linear and strictly increasing from (0, 0) to (1, 1).
+By default it is the CDF of a Beta(a, b) fitted to the validation PIT values (beta
+calibration, Kull et al. 2017: two numbers, so little noise from a validation set of a
+thousand lenses), or the identity when they do not reject uniformity; ``method="quantiles"``
+is Kuleshov et al.'s empirical CDF, any shape but noisier. ``Recalibration`` holds one map
+per target and applies them to a lens's posterior: each draw s moves to F^-1(R^-1(F(s)))
+(per target, by its marginal CDF, so a joint posterior keeps its dependence between
+targets), each marginal density on its grid becomes R'(F(y)) f(y). It is global (one map per
+target for every lens): it makes the PIT values uniform over lenses like the validation ones,
+not the coverage in every bin of the truth.
 
 Saved with the run as ``RUN/recalibration.json`` (atomic JSON, checked when read).
 """
@@ -32,6 +34,7 @@ from darklens.io import read_json_object, write_json_atomic
 
 RECALIBRATION_JSON = "recalibration.json"
 MIN_LENSES = 50  # fewer validation lenses than this: too noisy a map, none is fitted
+UNIFORM_P = 0.05  # beta map: the identity unless uniform PIT is rejected at this level
 _TINY = 1e-9  # the smallest step between knots (strictly increasing map)
 
 
@@ -76,6 +79,23 @@ def empirical_cdf(sorted_draws: np.ndarray, y: float) -> float:
     return float(np.interp(y, sorted_draws, (np.arange(n) + 0.5) / n))
 
 
+def beta_fit(pit: np.ndarray) -> tuple[float, float, float]:
+    """The Beta(a, b) with the mean and variance of the PIT values (moments: robust to the
+    few lenses whose truth lies beyond every draw, whose PIT from draws is exactly 0 or 1),
+    and the p-value of uniformity from those two moments: z-scores of the mean against 1/2
+    (standard error sqrt(1/12 / N)) and of the variance against 1/12 (sqrt(1/180 / N)), whose
+    squares sum to a chi-square with 2 degrees of freedom: (a, b, p)."""
+    from scipy.stats import chi2
+
+    pit = np.asarray(pit, np.float64).reshape(-1)
+    n = pit.size
+    m, v = float(pit.mean()), float(pit.var())
+    stat = (m - 0.5) ** 2 / (1 / 12 / n) + (v - 1 / 12) ** 2 / (1 / 180 / n)
+    v = min(max(v, 1e-6), 0.999 * m * (1 - m))  # a Beta needs v < m (1 - m)
+    common = m * (1 - m) / v - 1
+    return m * common, (1 - m) * common, float(chi2.sf(stat, 2))
+
+
 @dataclass(frozen=True)
 class PitMap:
     """R: [0, 1] -> [0, 1], piecewise linear through ``x`` -> ``y`` (both strictly
@@ -100,13 +120,37 @@ class PitMap:
         return cls((0.0, 1.0), (0.0, 1.0))
 
     @classmethod
-    def fit(cls, pit: np.ndarray, n_knots: int | None = None) -> PitMap:
-        """R from validation PIT values: through their quantiles at levels k / K (K =
-        ``n_knots``, default about sqrt(N) / 2, 4 to 40), i.e. their empirical CDF smoothed
-        between K + 1 knots."""
+    def fit(cls, pit: np.ndarray, method: str = "beta", n_knots: int | None = None
+            ) -> PitMap:
+        """R from validation PIT values, by ``method``:
+
+        - ``beta``: the CDF of the Beta(a, b) distribution with their mean and variance
+          (``beta_fit``; the family of Kull et al. 2017's beta calibration), tabulated on 201
+          knots; the identity when those two moments do not reject uniformity (p above
+          ``UNIFORM_P``). Two parameters cover posteriors too wide or too narrow (a = b above
+          or below 1) and shifted (a != b); its sampling noise is that of two numbers, where
+          a knot per quantile carries the noise of every bin.
+        - ``quantiles``: their empirical CDF (Kuleshov et al.'s isotonic fit) through their
+          quantiles at levels k / K (K = ``n_knots``, default about sqrt(N) / 2, 4 to 40):
+          any shape, but each knot carries the noise of N validation lenses.
+        """
         pit = np.asarray(pit, np.float64).reshape(-1)
         if pit.size == 0 or not np.isfinite(pit).all() or pit.min() < 0 or pit.max() > 1:
             raise ValueError("PIT values must be finite and in [0, 1]")
+        if method == "beta":
+            a, b, p_uniform = beta_fit(pit)
+            if p_uniform > UNIFORM_P:  # no evidence of miscalibration: leave it alone
+                return cls.identity()
+            from scipy.stats import beta
+
+            x = np.linspace(0.0, 1.0, 201)
+            y = beta.cdf(x, a, b)
+            y[0], y[-1] = 0.0, 1.0
+            for i in range(1, len(y) - 1):  # strictly increasing in floating point
+                y[i] = min(max(y[i], y[i - 1] + _TINY), 1.0 - _TINY * (len(y) - 1 - i))
+            return cls(tuple(x.tolist()), tuple(y.tolist()))
+        if method != "quantiles":
+            raise ValueError(f"unknown PIT map method {method!r}; use beta or quantiles")
         k = n_knots or int(np.clip(round(np.sqrt(pit.size) / 2), 4, 40))
         levels = np.linspace(0.0, 1.0, k + 1)
         x = np.quantile(pit, levels)
@@ -146,14 +190,16 @@ class Recalibration:
     @classmethod
     def fit(cls, targets: list[str] | tuple[str, ...], samples: np.ndarray,
             truth: np.ndarray, grids: np.ndarray | None = None,
-            density: np.ndarray | None = None, info: dict[str, Any] | None = None
-            ) -> Recalibration:
-        """Per target, ``PitMap.fit`` of the validation lenses' PIT values (``pit_values`` of
-        their draws (N, L, T), or densities (N, T, G) on ``grids``, and truths (N, T))."""
+            density: np.ndarray | None = None, info: dict[str, Any] | None = None,
+            method: str = "beta") -> Recalibration:
+        """Per target, ``PitMap.fit`` (``method``) of the validation lenses' PIT values
+        (``pit_values`` of their draws (N, L, T), or densities (N, T, G) on ``grids``, and
+        truths (N, T))."""
         pit = pit_values(samples, truth, grids, density)
         if pit.shape[1] != len(targets):
             raise ValueError("one column of truths per target")
-        return cls(tuple(targets), tuple(PitMap.fit(pit[:, j]) for j in range(pit.shape[1])),
+        return cls(tuple(targets),
+                   tuple(PitMap.fit(pit[:, j], method) for j in range(pit.shape[1])),
                    dict(info or {}))
 
     def apply_samples(self, samples: np.ndarray, grids: np.ndarray | None = None,

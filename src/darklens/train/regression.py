@@ -49,15 +49,23 @@ from darklens.data.targets import regression_subset
 from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.io import atomic_path, write_json_atomic
 from darklens.models.base import OptimizerGroup
-from darklens.models.recalibration import MIN_LENSES, Recalibration, pit_values
+from darklens.models.recalibration import (
+    MIN_LENSES,
+    UNIFORM_P,
+    Recalibration,
+    beta_fit,
+    pit_values,
+)
 from darklens.models.regression_persistence import (
     GRID_POINTS,
     RUN_JSON,
     SPLIT_JSON,
     WEIGHTS,
     is_training_data,
+    load_regression_run,
     member_dir,
     read_json,
+    read_split,
 )
 from darklens.models.regressor import (
     PosteriorPrediction,
@@ -342,20 +350,55 @@ def train_regression(data: LensData, config: RegressionConfig, out_dir: str | Pa
         models.append(model.eval())
         info["members"].append(summary)
         write_json_atomic(info_path, info)
-    val_truth = subset.values[split.val]
+    calibrate_on_validation(models, info, val_set.tensors[0], subset.values[split.val],
+                            support, cfg.seed, cfg.recalibrate, out, log)
+    write_json_atomic(info_path, info)
+    return info
+
+
+def calibrate_on_validation(models: list[Regressor], info: dict[str, Any],
+                            images: torch.Tensor, truth: np.ndarray,
+                            support: list[list[float]] | None, seed: int, recalibrate: bool,
+                            out: Path, log: Callable[[str], None]) -> None:
+    """From one pass over the validation images (normalised, with their truths): the
+    effective prior of the raw posteriors (``info["effective_prior"]``, with a support) and,
+    with ``recalibrate``, the PIT recalibration (``RUN/recalibration.json``) and the effective
+    prior of the recalibrated posteriors (``info["effective_prior_recalibrated"]``)."""
+    targets = list(info["targets"])
     grids = None if support is None else np.stack(
         [np.linspace(lo, hi, GRID_POINTS) for lo, hi in support])
-    if grids is None and not cfg.recalibrate:
-        return info
-    pred = validation_posteriors(models, val_set.tensors[0], grids, cfg.seed)
+    info.pop("effective_prior_recalibrated", None)
+    if grids is None and not recalibrate:
+        return
+    pred = validation_posteriors(models, images, grids, seed)
     if grids is not None:
-        info["effective_prior"] = effective_prior(grids, pred.density, cfg.targets)
-    if cfg.recalibrate:
-        recal = fit_recalibration(cfg.targets, pred, val_truth, grids, out, log)
+        info["effective_prior"] = effective_prior(grids, pred.density, targets)
+    if recalibrate:
+        recal = fit_recalibration(targets, pred, truth, grids, out, log)
         if recal is not None and grids is not None:
             dens = recal.apply_density(grids, pred.density)
-            info["effective_prior_recalibrated"] = effective_prior(grids, dens, cfg.targets)
-    write_json_atomic(info_path, info)
+            info["effective_prior_recalibrated"] = effective_prior(grids, dens, targets,
+                                                                   "recalibrated posterior")
+
+
+def recalibrate_run(run_dir: str | Path, data: LensData, seed: int = 0,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit (again) the PIT recalibration of a finished run on its validation images, e.g. a
+    run trained before recalibration existed: ``data`` must be its training data (same
+    fingerprint), whose validation split ``RUN/split.json`` names. Updates
+    ``regression.json`` (the effective priors) and writes ``recalibration.json``."""
+    run = load_regression_run(run_dir)
+    if not is_training_data(data, run.info):
+        raise DarklensError(f"{run_dir}: these are not its training data (fingerprint); "
+                            "the recalibration is fitted on its validation images")
+    val = read_split(run_dir)["val"]
+    truth = np.stack([np.asarray(data.metadata[t], np.float64)[val] for t in run.targets],
+                     axis=1)
+    images = torch.from_numpy(run.normaliser(data.images[val]))
+    info = run.info
+    calibrate_on_validation(run.models, info, images, truth, run.support(), seed, True,
+                            Path(run_dir), log)
+    write_json_atomic(Path(run_dir) / RUN_JSON, info)
     return info
 
 
@@ -386,8 +429,12 @@ def fit_recalibration(targets: list[str], pred: PosteriorPrediction, truth: np.n
         return None
     pit = pit_values(pred.samples, truth, grids, pred.density)
     recal = Recalibration.fit(targets, pred.samples, truth, grids, pred.density)
+    fits = {t: dict(zip(("a", "b", "p_uniform"), beta_fit(pit[:, j]), strict=True))
+            for j, t in enumerate(targets)}
     info = {"fitted_on": f"{n} validation images (ensemble, TTA)", "n_lenses": n,
             "cdf": "marginal densities on the grid" if grids is not None else "the draws",
+            "map": "CDF of Beta(a, b) fitted to the PIT values (identity where p_uniform > "
+                   f"{UNIFORM_P})", "beta": fits,
             "validation_pit_ks_p_before": {t: float(kstest(pit[:, j], "uniform").pvalue)
                                            for j, t in enumerate(targets)},
             "validation_pit_ks_p_after": {
@@ -401,8 +448,8 @@ def fit_recalibration(targets: list[str], pred: PosteriorPrediction, truth: np.n
     return recal
 
 
-def effective_prior(grids: np.ndarray, density: np.ndarray, targets: list[str]
-                    ) -> dict[str, dict[str, Any]]:
+def effective_prior(grids: np.ndarray, density: np.ndarray, targets: list[str],
+                    what: str = "posterior") -> dict[str, dict[str, Any]]:
     """The prior the trained ensemble actually learned, per target: the mean of its posteriors
     (with TTA) over the validation images, which were drawn from the training prior, on each
     target's density grid ``grids`` (T, G) (``density``: (N, T, G)). Population inference
@@ -420,5 +467,5 @@ def effective_prior(grids: np.ndarray, density: np.ndarray, targets: list[str]
         prior = TrainingPrior("histogram", low=float(edges[0]), high=float(edges[-1]),
                               edges=tuple(edges.tolist()), density=tuple(dens.tolist()))
         out[t] = {"prior": prior.to_dict(),
-                  "source": f"mean posterior (TTA) of the {n} validation images"}
+                  "source": f"mean {what} (TTA) of the {n} validation images"}
     return out
