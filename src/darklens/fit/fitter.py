@@ -64,6 +64,10 @@ class FitOptions:
     # where the PSF is fitted: the best start is tried again from these FWHMs (in pixels), since
     # a wider PSF and a more compact source make a second minimum at high signal-to-noise
     psf_starts: tuple[float, ...] = (1.0, 1.6)
+    # a PSF restart is tried only for the images whose fitted FWHM is more than this many
+    # pixels from the restart's (None: every image); a start that near the current best
+    # converges back to it
+    psf_restart_gap: float | None = None
 
 
 @dataclass
@@ -93,10 +97,44 @@ class SmoothLensFitter:
             if inst.supersample > 1 else self.renderer
         self._active = self.renderer  # the renderer residuals use; fit_batch switches it
         self._jacobian = self.renderer  # the renderer the Jacobian uses
+        # the last few renders of each renderer: (u, components) pairs; see _components
+        self._renders: dict[int, list[tuple[Tensor, Tensor]]] = {}
+
+    # -- rendering, with the renders LM has just made reused ------------------------------------
+    def _cached(self, renderer: SmoothRenderer, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Components (B, C, P) of the rows of ``u`` rendered lately by ``renderer`` (rows not
+        found are left empty) and the mask (B,) of the rows found. LM renders the same
+        parameters more than once (a step's trial, then the next Jacobian's base; the model
+        that sets the noise weights, then the first cost), and components depend on ``u``
+        alone, so a row found here is exactly what rendering it again would give."""
+        b = u.shape[0]
+        found = torch.zeros(b, dtype=torch.bool)
+        out = torch.empty((b, renderer.n_components, renderer.inst.n_pix ** 2))
+        for old_u, old_comps in self._renders.get(id(renderer), []):
+            same = (u.unsqueeze(1) == old_u.unsqueeze(0)).all(-1)  # (B, B_old)
+            hit = same.any(1) & ~found
+            if hit.any():
+                out[hit] = old_comps[same[hit].to(torch.int8).argmax(1)]
+                found |= hit
+        return out, found
+
+    def _remember(self, renderer: SmoothRenderer, u: Tensor, comps: Tensor) -> None:
+        kept = self._renders.setdefault(id(renderer), [])
+        kept.insert(0, (u.clone(), comps))
+        del kept[3:]
+
+    def _components(self, renderer: SmoothRenderer, u: Tensor) -> Tensor:
+        """``renderer.components(u)``, rendering only the rows not rendered lately."""
+        comps, found = self._cached(renderer, u)
+        missing = torch.nonzero(~found).squeeze(-1)
+        if missing.numel():
+            comps[missing] = renderer.components(u[missing])
+            self._remember(renderer, u[missing], comps[missing])
+        return comps
 
     # -- residuals and Jacobian ---------------------------------------------------------------
     def _weighted_residual(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> Tensor:
-        return self._residual_of(self._active.components(u), data, sqrt_w)
+        return self._residual_of(self._components(self._active, u), data, sqrt_w)
 
     @staticmethod
     def _residual_of(comps: Tensor, data: Tensor, sqrt_w: Tensor) -> Tensor:
@@ -117,19 +155,26 @@ class SmoothLensFitter:
         b, k = u.shape
         jr = self._jacobian
         n_c, deps = jr.n_components, jr.dependencies()
-        rows, parts = [u.repeat(n_c, 1)], [torch.arange(n_c).repeat_interleave(b)]
+        base, found = self._cached(jr, u)
+        missing = torch.nonzero(~found).squeeze(-1)
+        n_m = missing.numel()
+        rows = [u[missing].repeat(n_c, 1)]
+        parts = [torch.arange(n_c).repeat_interleave(n_m)]
         for c, cols in enumerate(deps):
             step = u.unsqueeze(0).repeat(len(cols), 1, 1)
             step[torch.arange(len(cols)), :, cols] += FD_STEP
             rows.append(step.reshape(-1, k))
             parts.append(torch.full((len(cols) * b,), c, dtype=torch.int64))
         rendered = jr.render_rows(torch.cat(rows), torch.cat(parts))
-        base = rendered[:n_c * b].view(n_c, b, -1).transpose(0, 1)  # (B, C, P)
+        if n_m:
+            base[missing] = rendered[:n_c * n_m].view(n_c, n_m, -1).transpose(0, 1)
+            self._remember(jr, u[missing], base[missing])
+        rendered = rendered[n_c * n_m:]
         r0 = self._residual_of(base, data, sqrt_w)
         r = r0 if jr is self._active else self._weighted_residual(u, data, sqrt_w)
         jac_t = torch.empty((k, b, r.shape[1]), dtype=r.dtype)  # (K, B, P) until transposed
         moved = {}  # (parameter, component) -> rendered rows (B, P)
-        at = n_c * b
+        at = 0
         for c, cols in enumerate(deps):
             for i, col in enumerate(cols):
                 moved[col, c] = rendered[at + i * b:at + (i + 1) * b]
@@ -199,7 +244,7 @@ class SmoothLensFitter:
 
     @torch.no_grad()
     def _model(self, u: Tensor, data: Tensor, sqrt_w: Tensor) -> tuple[Tensor, Tensor]:
-        comps = self._active.components(u)
+        comps = self._components(self._active, u)
         return solve_linear(comps, data, sqrt_w * sqrt_w)
 
     @torch.no_grad()
@@ -252,14 +297,22 @@ class SmoothLensFitter:
             col = names.index("psf_fwhm")
             phys = {"psf_fwhm": torch.tensor([f * inst.pixel_scale for f in opts.psf_starts])}
             values = to_unconstrained(phys, [self.renderer.specs[col]])[:, 0]
-            for value in values:
-                start = best_u.clone()
+            for fwhm, value in zip(opts.psf_starts, values, strict=True):
+                idx = torch.arange(b)
+                if opts.psf_restart_gap is not None:
+                    now = to_physical(best_u, self.renderer.specs)["psf_fwhm"]
+                    far = (now / inst.pixel_scale - fwhm).abs() > opts.psf_restart_gap
+                    idx = torch.nonzero(far).squeeze(-1)
+                    if idx.numel() == 0:
+                        continue
+                start = best_u[idx].clone()
                 start[:, col] = value
-                u, cost, n = self._levenberg_marquardt(start, data, sqrt_w, start_its)
-                used = used + n
-                better = cost < best_cost
-                best_u = torch.where(better.unsqueeze(-1), u, best_u)
-                best_cost = torch.where(better, cost, best_cost)
+                u, cost, n = self._levenberg_marquardt(start, data[idx], sqrt_w[idx],
+                                                       start_its)
+                used[idx] += n
+                better = cost < best_cost[idx]
+                best_u[idx] = torch.where(better.unsqueeze(-1), u, best_u[idx])
+                best_cost[idx] = torch.where(better, cost, best_cost[idx])
         u, _, n = self._levenberg_marquardt(best_u, data, sqrt_w, opts.iterations)
         used += n
         for stage in range(1, opts.stages):
