@@ -60,8 +60,11 @@ def test_score_real_files(real, tmp_path, capsys):
     for r in rows:
         assert r["flag"] == "ok" and np.isfinite(float(r["score"]))
         assert 0 < float(r["p_value"]) <= 1 and r["anomalous"] in ("0", "1")
-    # the same image scores the same alone and inside the tree
-    assert [r["score"] for r in rows[:3]] == [r["score"] for r in rows[3:]]
+    # the same image scores the same alone and inside the tree, to float32 rounding: the
+    # distance matrix is one matrix product, and BLAS may take another kernel for another
+    # batch size (seen on an AVX-512 machine: 106.08673 against 106.08675)
+    alone = np.array([float(r["score"]) for r in rows[:3]])
+    np.testing.assert_allclose(alone, [float(r["score"]) for r in rows[3:]], rtol=1e-5)
 
 
 def test_regress_predict_real_files(real, tmp_path, capsys):

@@ -94,7 +94,6 @@ def test_evaluate_records_both_and_population_uses_the_matching_prior(run, tmp_p
     res = population_of_run(run["run"], run["other"])
     res_raw = population_of_run(run["run"], run["other"], recalibrate=False)
     assert res["recalibrated"] and not res_raw["recalibrated"]
-    info = json.loads((run["run"] / "regression.json").read_text())
     assert "mean recalibrated posterior" in res["divided_by"]
     assert "mean posterior" in res_raw["divided_by"]
     out = tmp_path / "pop.json"
