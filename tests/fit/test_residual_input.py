@@ -109,6 +109,34 @@ def test_a_raw_run_records_its_input(shards, tmp_path):
     assert not (run / FILE).exists()
 
 
+def test_infotheoretic_on_residual_maps_gets_fitted_lens_pseudo_anomalies(shards, tmp_path):
+    """The detector's residual defaults (entropy on the backbone, beta 1) unless the config
+    sets them; a pseudo-anomaly for each training and validation normal (point masses through
+    its fitted lens, refitted): the validation ones choose score and epoch, the training ones
+    (never the calibration normals) feed the semi-supervised term; off with
+    pseudo_anomalies false."""
+    fast = ["--detector", "infotheoretic", "--epochs", "1", "--no-progress", "--batch-size", "4"]
+    run = tmp_path / "info"
+    assert main(["train", "--data", str(shards), "--out", str(run), "--input", "residual",
+                 "--input-options", json.dumps(INPUT_OPTIONS), "--config",
+                 '{"beta": 0.5, "bank_size": 16, "select_images": 8}', *fast]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["entropy_on"] == "backbone"  # the residual default
+    assert config["config"]["beta"] == 0.5  # the config wins
+    rec = config["pseudo_anomalies"]
+    assert rec["kind"] == "fitted lens + point masses"
+    assert rec["n_selection"] == config["split"]["n_val_normal"]
+    assert rec["n_semi_supervised"] == config["split"]["n_train"]
+    det = load_run(run)
+    assert det.default_score in det.score_names()
+
+    off = tmp_path / "info-off"
+    options = {**INPUT_OPTIONS, "pseudo_anomalies": False}
+    assert main(["train", "--data", str(shards), "--out", str(off), "--input", "residual",
+                 "--input-options", json.dumps(options), *fast]) == 0
+    assert "pseudo_anomalies" not in json.loads((off / "config.json").read_text())
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--preset", "demo", "--input", "residual"], "--input residual needs --data"),
     (["--input", "residual", "--detector", "residual-chi2"], "fits the smooth lens"),
@@ -116,6 +144,8 @@ def test_a_raw_run_records_its_input(shards, tmp_path):
     (["--input", "residual", "--input-options", '{"guesses": 5}'], "unknown keys ['guesses']"),
     (["--input", "residual", "--input-options", '{"fit_options": {"iters": 2}}'],
      "unknown keys ['iters']"),
+    (["--input", "residual", "--input-options", '{"pseudo_anomalies": 1}'],
+     "pseudo_anomalies must be true or false"),
 ])
 def test_bad_input_options_exit_2_with_one_line(shards, tmp_path, capsys, argv, words):
     args = ["train", "--out", str(tmp_path / "run"), "--no-progress"]

@@ -24,7 +24,13 @@ detector trains on their maps, clipped to +-20 sigma, with normalisation ``none`
 (they are in noise units already). RUN/residual_input.pt holds the guess network and
 config.json's ``input`` the rest, so that ``darklens evaluate`` and ``darklens score`` apply the
 same transform. The fingerprint recorded is the original data's. Needs ``--data``; HDF5 shards
-are then loaded whole.
+are then loaded whole. A detector that takes pseudo-anomalies (infotheoretic) also gets one
+per training and validation normal, the normal with random point masses added through its own
+fitted lens and fitted again (:mod:`darklens.fit.pseudo_anomalies`, works on foreign data):
+the validation ones choose its score and epoch without labels, the training ones feed its
+semi-supervised term; ``--input-options '{"pseudo_anomalies": false}'`` turns them off. The
+detector's ``residual_defaults`` (infotheoretic: entropy bound on the backbone, beta 1) apply
+unless ``--config`` sets those keys.
 
 Data-parallel: ``torchrun --standalone --nproc_per_node=N -m darklens.cli train ...`` trains
 with DDP (gloo on CPU, nccl on GPU); rank 0 writes the run directory.
@@ -66,6 +72,7 @@ from darklens.train.loop import TrainConfig
 VIEW_MODES = ("augment", "native")
 INPUTS = ("raw", "residual")
 DEFAULT_N_VIEWS = 4  # the benchmark's native-view rows (demo: AUROC 0.974 against 0.938)
+PSEUDO_SEED_OFFSET = 5  # the fitted-lens pseudo-anomalies' perturbers: seed + this
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,8 +135,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-options", metavar="JSON",
                    help="with --input residual: JSON object with guess_images (simulated "
                    "lenses that train the fitter's initial guess, default 4000; 0: none), "
-                   "guess_epochs (default 8), clip (default 20) and fit_options (FitOptions "
-                   "fields, e.g. {\"iterations\": 10})")
+                   "guess_epochs (default 8), clip (default 20), fit_options (FitOptions "
+                   "fields, e.g. {\"iterations\": 10}) and pseudo_anomalies (default true: a "
+                   "detector that takes pseudo-anomalies, infotheoretic, gets one per "
+                   "training normal, point masses added through its fitted lens)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -147,9 +156,13 @@ def run(args: argparse.Namespace) -> int:
         raise DarklensError(f"{out} already holds a finished run; use --resume or another --out")
 
     residual = args.input == "residual"
+    if residual:  # the detector's own defaults for residual maps, unless the config sets them
+        for key, value in detector_class(args.detector).residual_defaults.items():
+            det_opts.setdefault(key, value)
     normalise = args.normalise or ("none" if residual else "minmax")
     extra: dict[str, Any] = {"views": views, "input": {"kind": "raw"}}
     transform: ResidualInput | None = None
+    pseudo: dict[str, Any] | None = None
     if args.data:
         # HDF5 shards are streamed (bounded memory); other formats are loaded whole, and so
         # are shards for --input residual (its maps are computed once, in memory).
@@ -157,9 +170,8 @@ def run(args: argparse.Namespace) -> int:
             if is_shard_path(args.data) and not residual else load_dataset(args.data)
         record = data_record(data, path=str(Path(args.data).resolve()))
         if residual:  # the record above stays the original data's
-            data, transform, extra["input"] = residual_data(args, data,
-                                                            int(data.images.shape[-1]),
-                                                            input_opts)
+            data, transform, extra["input"], pseudo = residual_data(
+                args, data, int(data.images.shape[-1]), input_opts)
         sets = split_sets(data, args.normal, args.seed, args.val_fraction, args.test_fraction,
                           args.cal_fraction, normalise, cal_name="--cal-fraction")
         if args.cal_fraction > 0 and sets.cal is None:
@@ -188,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         if args.labelled_anomalies:
             extra["labelled_anomalies"] = _add_labelled(detector, args, sets.normaliser,
                                                         transform)
+        if pseudo is not None:
+            extra["pseudo_anomalies"] = _add_fitted_pseudo(detector, pseudo, sets)
 
     start = time.perf_counter()
     run = train_detector(args.detector, det_opts, train_opts, sets, out_dir=out,
@@ -274,15 +288,23 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
             raise DarklensError(f"--input-options: {key} must be an integer")
     if "clip" in opts and not (isinstance(opts["clip"], (int, float)) and opts["clip"] > 0):
         raise DarklensError("--input-options: clip must be a number > 0")
+    if "pseudo_anomalies" in opts and not isinstance(opts["pseudo_anomalies"], bool):
+        raise DarklensError("--input-options: pseudo_anomalies must be true or false")
     return opts
 
 
 def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str, Any]
-                  ) -> tuple[LensData, ResidualInput, dict[str, Any]]:
+                  ) -> tuple[LensData, ResidualInput, dict[str, Any], dict[str, Any] | None]:
     """``--input residual``: train the fitter's guess, fit the images training uses (the
     normal training and validation images of the run's split; evaluate fits the test part),
     and return data of the same length and labels whose images are their residual maps (NaN
-    for the images not fitted here: nothing reads them), the transform, and its record."""
+    for the images not fitted here: nothing reads them), the transform, and its record.
+
+    For a detector that takes pseudo-anomalies (unless ``pseudo_anomalies`` is false in
+    ``opts``), each of those normals also gets a pseudo-anomaly: point masses added through
+    its own fitted lens, fitted again (:meth:`ResidualInput.with_pseudo`). The last item
+    returned is then ``{"maps": (N, 1, H, W) residual maps of them (NaN elsewhere), "seed"}``,
+    else None; ``_add_fitted_pseudo`` hands them to the detector."""
     channels = int(data.images.shape[1])
     if channels != 1:
         raise DarklensError(f"--input residual fits one-channel images; {args.data} has "
@@ -301,7 +323,18 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
         clip=float(opts.get("clip", 20.0)))
     guess_s = time.perf_counter() - start
     start = time.perf_counter()
-    maps = transform(data.images[need], progress=not args.no_progress and is_terminal())
+    show = not args.no_progress and is_terminal()
+    make_pseudo = bool(opts.get("pseudo_anomalies", True)) and \
+        detector_class(args.detector).accepts_pseudo_anomalies
+    pseudo: dict[str, Any] | None = None
+    if make_pseudo:
+        pseudo_seed = args.seed + PSEUDO_SEED_OFFSET
+        maps, pseudo_maps = transform.with_pseudo(data.images[need], pseudo_seed, progress=show)
+        pseudo = {"maps": np.full(data.images.shape, np.nan, dtype=np.float32),
+                  "seed": pseudo_seed}
+        pseudo["maps"][need[transform.fitted]] = pseudo_maps[transform.fitted]
+    else:
+        maps = transform(data.images[need], progress=show)
     fit_s = time.perf_counter() - start
     not_fitted = int((~transform.fitted).sum())
     images = np.full(data.images.shape, np.nan, dtype=np.float32)
@@ -309,8 +342,9 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
     guess = "no initial-guess network" if transform.guess is None else \
         f"initial guess trained on {opts.get('guess_images', 4000)} simulated lenses " \
         f"(prior {transform.record.get('prior')}) in {guess_s:.1f} s"
+    also = " and to a pseudo-anomaly of each" if pseudo is not None else ""
     print(f"residual input ({inst.source} instrument, {guess}): fitted the smooth lens to "
-          f"{len(need)} of {len(data)} images (the training and validation normals) in "
+          f"{len(need)} of {len(data)} images (the training and validation normals){also} in "
           f"{fit_s:.1f} s")
     if not_fitted:
         print(f"darklens train: warning: {not_fitted} training image(s) could not be fitted "
@@ -319,7 +353,33 @@ def residual_data(args: argparse.Namespace, data: Any, size: int, opts: dict[str
               "guess_seconds": guess_s, "fit_seconds": fit_s}
     out = LensData(images=images, labels=np.asarray(data.labels), class_names=data.class_names,
                    metadata={}, attrs=dict(getattr(data, "attrs", {})))
-    return out, transform, record
+    return out, transform, record, pseudo
+
+
+def _add_fitted_pseudo(detector: Any, pseudo: dict[str, Any],
+                       sets: DetectorSets) -> dict[str, Any]:
+    """Give the detector the fitted-lens pseudo-anomalies of ``residual_data``, normalised like
+    the training maps: those of its validation normals for the label-free choice of score and
+    epoch (``set_pseudo_anomalies``), those of its training images (never the calibration
+    normals, whose scores must stay exchangeable with new normals') for the semi-supervised
+    term, after any labelled anomalies. Returns config.json's record of them."""
+    maps = pseudo["maps"]
+
+    def rows(dataset: Any) -> np.ndarray:
+        idx = np.asarray(getattr(dataset, "indices", []), dtype=int)
+        return idx[np.isfinite(maps[idx]).all((1, 2, 3))] if idx.size else idx
+
+    val, train = rows(sets.val), rows(sets.train)
+    if val.size:
+        detector.set_pseudo_anomalies(torch.as_tensor(sets.normaliser(maps[val])))
+    pushed = torch.as_tensor(sets.normaliser(maps[train]))
+    if train.size:
+        labelled = detector.labelled if getattr(detector, "labelled", None) is not None \
+            and detector.labelled.dim() == 4 else None
+        detector.set_labelled_anomalies(pushed if labelled is None else
+                                        torch.cat([labelled.cpu(), pushed]))
+    return {"kind": "fitted lens + point masses", "pseudo_seed": int(pseudo["seed"]),
+            "n_selection": int(val.size), "n_semi_supervised": int(train.size)}
 
 
 def view_options(args: argparse.Namespace) -> dict[str, Any]:

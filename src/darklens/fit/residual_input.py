@@ -30,6 +30,7 @@ from darklens.errors import CheckpointError, DarklensError, DataError
 from darklens.fit.amortised import InitialGuessNet, generic_prior, train_initial_guess
 from darklens.fit.fitter import FitOptions, fit_smooth_lens
 from darklens.fit.instrument import Instrument
+from darklens.fit.pseudo_anomalies import perturbed_fits
 from darklens.fit.smooth_model import parameter_specs
 from darklens.io import atomic_path
 
@@ -37,7 +38,7 @@ FILE = "residual_input.pt"
 DEFAULT_CLIP = 20.0
 KIND = "residual"
 #: keys of ``darklens train --input-options``
-OPTION_KEYS = ("guess_images", "guess_epochs", "clip", "fit_options")
+OPTION_KEYS = ("guess_images", "guess_epochs", "clip", "fit_options", "pseudo_anomalies")
 
 
 def fit_options(values: dict[str, Any] | None, guess: bool) -> FitOptions:
@@ -116,6 +117,20 @@ class ResidualInput:
         infinite pixels; its map is zero). Images are fitted a batch at a time, so memory holds
         only the maps, not the fits.
         """
+        return self._maps(images, progress, None)[0]
+
+    def with_pseudo(self, images: np.ndarray | torch.Tensor, pseudo_seed: int,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The residual maps of ``images`` (as ``__call__``) and of their pseudo-anomalies:
+        each image with random point masses added through its own fitted lens
+        (:mod:`darklens.fit.pseudo_anomalies`), fitted again. Both (N, 1, H, W); an image not
+        fitted has zero maps and ``self.fitted`` False (leave its pseudo-anomaly out)."""
+        maps, pseudo = self._maps(images, progress, np.random.default_rng(int(pseudo_seed)))
+        assert pseudo is not None
+        return maps, pseudo
+
+    def _maps(self, images: np.ndarray | torch.Tensor, progress: bool,
+              pseudo_rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.asarray(images.numpy() if isinstance(images, torch.Tensor) else images)
         if x.ndim == 3:
             x = x[:, None]
@@ -127,25 +142,36 @@ class ResidualInput:
                                 f"the instrument has {self.inst.n_pix}")
         n = x.shape[0]
         out = np.zeros(x.shape, dtype=np.float32)
+        pseudo = np.zeros(x.shape, dtype=np.float32) if pseudo_rng is not None else None
         fitted = np.zeros(n, dtype=bool)
         step = max(1, int(self.options.batch_size))
         bar = None
         if progress and n:
             from tqdm import tqdm
 
-            bar = tqdm(total=n, desc="fitting the smooth lens", unit="image")
+            what = "fitting the smooth lens" + (" (and pseudo-anomalies)" if pseudo_rng else "")
+            bar = tqdm(total=n, desc=what, unit="image")
         with torch.no_grad():
             for lo in range(0, n, step):
-                fit = fit_smooth_lens(x[lo:lo + step], self.inst, self.options, guess=self.guess)
-                res = np.nan_to_num(fit.residual.astype(np.float32), nan=0.0)
-                out[lo:lo + step, 0] = np.clip(res, -self.clip, self.clip)
+                chunk = x[lo:lo + step]
+                fit = fit_smooth_lens(chunk, self.inst, self.options, guess=self.guess)
+                out[lo:lo + step, 0] = self._clipped(fit.residual)
                 fitted[lo:lo + step] = fit.converged
+                if pseudo is not None and pseudo_rng is not None:
+                    moved = perturbed_fits(chunk, fit, self.inst, pseudo_rng)
+                    refit = fit_smooth_lens(moved, self.inst, self.options, guess=self.guess)
+                    pseudo[lo:lo + step, 0] = self._clipped(refit.residual)
+                    fitted[lo:lo + step] &= refit.converged
                 if bar is not None:
                     bar.update(len(fit))
         if bar is not None:
             bar.close()
         self.fitted = fitted
-        return out
+        return out, pseudo
+
+    def _clipped(self, residual: np.ndarray) -> np.ndarray:
+        res = np.nan_to_num(residual.astype(np.float32), nan=0.0)
+        return np.clip(res, -self.clip, self.clip)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -83,6 +83,8 @@ class Detector(nn.Module):
     wants_labels: ClassVar[bool] = False
     accepts_native_views: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # detector options that ``darklens train --input residual`` sets unless the config does
+    residual_defaults: ClassVar[dict[str, Any]] = {}
     representation: ClassVar[str | None] = None
     accepts_labelled_anomalies: ClassVar[bool] = False
     accepts_pseudo_anomalies: ClassVar[bool] = False

@@ -64,26 +64,36 @@ def perturbed_normals(
     return torch.cat(out).unsqueeze(1)
 
 
-def _perturbers(p: dict[str, Tensor], gen: np.random.Generator, k_max: int,
-                fraction: tuple[float, float], radius: tuple[float, float]) -> dict[str, Tensor]:
-    """Point-mass subhalo columns (``sub_mask``, ``sub_theta_e``, ``sub_x``, ``sub_y``)."""
-    b = p["theta_e"].shape[0]
+def point_perturbers(theta_e: np.ndarray, center_x: np.ndarray, center_y: np.ndarray,
+                     gen: np.random.Generator, k_max: int = 3,
+                     fraction: tuple[float, float] = (0.003, 0.1),
+                     radius: tuple[float, float] = (0.6, 1.4)) -> dict[str, np.ndarray]:
+    """Random point-mass perturbers for lenses of Einstein radius ``theta_e`` (B,) centred on
+    ``center_x, center_y`` (B,), from the broad prior of the module docstring: 1 to ``k_max``
+    masses per lens sharing a total theta_sub^2 / theta_E^2 log-uniform in ``fraction``, each
+    at ``radius`` x theta_E (uniform) and a uniform angle. Returns ``mask`` (B, k_max) and
+    ``theta_e``, ``x``, ``y`` (B, k_max), NaN where ``mask`` is False."""
+    b = theta_e.shape[0]
     count = gen.integers(1, k_max + 1, size=b)
     mask = np.arange(k_max)[None, :] < count[:, None]
     f = np.exp(gen.uniform(math.log(fraction[0]), math.log(fraction[1]), size=b))
-    theta_e = p["theta_e"].numpy()
     theta_sub = theta_e[:, None] * np.sqrt(f / count)[:, None] * np.ones((1, k_max))
     r = theta_e[:, None] * gen.uniform(radius[0], radius[1], size=(b, k_max))
     phi = gen.uniform(0.0, 2 * math.pi, size=(b, k_max))
-    x = p["lens_center_x"].numpy()[:, None] + r * np.cos(phi)
-    y = p["lens_center_y"].numpy()[:, None] + r * np.sin(phi)
-    nan = np.nan
-    return {
-        "sub_mask": torch.as_tensor(mask),
-        "sub_theta_e": torch.as_tensor(np.where(mask, theta_sub, nan)),
-        "sub_x": torch.as_tensor(np.where(mask, x, nan)),
-        "sub_y": torch.as_tensor(np.where(mask, y, nan)),
-    }
+    x = center_x[:, None] + r * np.cos(phi)
+    y = center_y[:, None] + r * np.sin(phi)
+    return {"mask": mask, "theta_e": np.where(mask, theta_sub, np.nan),
+            "x": np.where(mask, x, np.nan), "y": np.where(mask, y, np.nan)}
+
+
+def _perturbers(p: dict[str, Tensor], gen: np.random.Generator, k_max: int,
+                fraction: tuple[float, float], radius: tuple[float, float]) -> dict[str, Tensor]:
+    """Point-mass subhalo columns (``sub_mask``, ``sub_theta_e``, ``sub_x``, ``sub_y``)."""
+    drawn = point_perturbers(p["theta_e"].numpy(), p["lens_center_x"].numpy(),
+                             p["lens_center_y"].numpy(), gen, k_max, fraction, radius)
+    return {"sub_mask": torch.as_tensor(drawn["mask"]),
+            "sub_theta_e": torch.as_tensor(drawn["theta_e"]),
+            "sub_x": torch.as_tensor(drawn["x"]), "sub_y": torch.as_tensor(drawn["y"])}
 
 
 def pseudo_for_data(data: object, rows: np.ndarray, pseudo_seed: int = 0) -> Tensor | None:

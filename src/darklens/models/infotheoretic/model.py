@@ -81,6 +81,13 @@ class InfoTheoretic(MemoryBank, ScoreSelection, CollapseWatch, AnomalyInputs, De
         "lr": 1e-3, "weight_decay": 1e-5, "scheduler": "cosine", "batch_size": 128,
         "epochs": 30,
     }
+    # On residual maps (``darklens train --input residual``) a normal map is white noise, so
+    # InfoNCE alone learns to recognise noise fields (model-a64: AUROC 0.52). There the
+    # entropy bound acts on the backbone features with beta = 1, the semi-supervised term
+    # pushes out the pseudo-anomalies the train command makes from each training normal's own
+    # fit (darklens.fit.pseudo_anomalies), and the norm score R(z) is what the label-free
+    # choice picks (docs/infotheoretic.md, "On residual maps").
+    residual_defaults: ClassVar[dict[str, Any]] = {"entropy_on": "backbone", "beta": 1.0}
 
     def __init__(
         self,
